@@ -1,0 +1,327 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// CvlabJobSpec is what a researcher asks for: one container, some GPUs, the lab's data.
+// Like a Job's pod template it cannot be changed after creation, except priority and suspend.
+// +kubebuilder:validation:XValidation:rule="has(self.command) == has(oldSelf.command) && has(self.args) == has(oldSelf.args) && has(self.workingDir) == has(oldSelf.workingDir) && has(self.env) == has(oldSelf.env) && has(self.gpus) == has(oldSelf.gpus) && has(self.resources) == has(oldSelf.resources) && has(self.cvlabdata) == has(oldSelf.cvlabdata) && has(self.clusterUser) == has(oldSelf.clusterUser) && has(self.ports) == has(oldSelf.ports) && has(self.timeout) == has(oldSelf.timeout) && has(self.podLabels) == has(oldSelf.podLabels) && has(self.podAnnotations) == has(oldSelf.podAnnotations)",message="spec is immutable after creation except priority and suspend: delete the job and create a new one"
+type CvlabJobSpec struct {
+	// user is the researcher who owns the job; fair share counts GPUs per user.
+	// It must be a valid Kubernetes label value (it becomes the pod's `user` label).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="user is immutable"
+	User string `json:"user"`
+
+	// priority orders the jobs of one user: higher first (the seed's `priority` label).
+	// It only reorders the user's own jobs; it never moves a job ahead of other users' lower
+	// GPU ordinals. It may be changed at any time.
+	// +optional
+	// +kubebuilder:default=0
+	// +kubebuilder:validation:Minimum=-1000
+	// +kubebuilder:validation:Maximum=1000
+	Priority int32 `json:"priority"`
+
+	// image is the container image to run.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="image is immutable"
+	Image string `json:"image"`
+
+	// command is the container's entrypoint; the image's ENTRYPOINT when empty.
+	// +optional
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=4096
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="command is immutable"
+	Command []string `json:"command,omitempty"`
+
+	// args are the arguments to the entrypoint; the image's CMD when empty.
+	// +optional
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=4096
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="args is immutable"
+	Args []string `json:"args,omitempty"`
+
+	// workingDir is the container's working directory; the image's when empty.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="workingDir is immutable"
+	WorkingDir string `json:"workingDir,omitempty"`
+
+	// env are environment variables for the container.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=128
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="env is immutable"
+	Env []corev1.EnvVar `json:"env,omitempty"`
+
+	// gpus is the number of GPUs (`nvidia.com/gpu`) the job needs; 0 for a CPU-only job, which
+	// never waits. A job with N GPUs covers N consecutive GPU ordinals of its user.
+	// +optional
+	// +kubebuilder:default=0
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=64
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="gpus is immutable"
+	GPUs int32 `json:"gpus"`
+
+	// resources are the container's cpu, memory and ephemeral-storage requests and limits.
+	// GPUs are asked for with spec.gpus, not here.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="resources is immutable"
+	Resources JobResources `json:"resources,omitempty,omitzero"`
+
+	// cvlabdata mounts the lab's shared storage (PersistentVolumeClaims such as
+	// `pv-cvlabdata1`) into the container. Each mountPath may appear once.
+	// +optional
+	// +listType=map
+	// +listMapKey=mountPath
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="cvlabdata is immutable"
+	Cvlabdata []CvlabdataMount `json:"cvlabdata,omitempty"`
+
+	// clusterUser is the lab account the container runs file operations as. It becomes the
+	// environment variables CLUSTER_USER, CLUSTER_USER_ID, CLUSTER_GROUP_NAME and
+	// CLUSTER_GROUP_ID, which the lab images read to set up file permissions on cvlabdata.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="clusterUser is immutable"
+	ClusterUser *ClusterUser `json:"clusterUser,omitempty"`
+
+	// ports the container listens on (for example Jupyter's 8888), for port-forwarding.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:XValidation:rule="self.all(p, p.containerPort >= 1 && p.containerPort <= 65535)",message="containerPort must be between 1 and 65535"
+	// +kubebuilder:validation:XValidation:rule="self.all(p, !has(p.hostPort) || (p.hostPort >= 1 && p.hostPort <= 65535))",message="hostPort must be between 1 and 65535"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="ports is immutable"
+	Ports []corev1.ContainerPort `json:"ports,omitempty"`
+
+	// timeout bounds the job's run time once its pod starts (a Go duration such as "12h" or
+	// "90m"); it becomes the pod's activeDeadlineSeconds. No limit when empty.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="timeout must be at least 1s"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="timeout is immutable"
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// suspend holds the job: a suspended job is never admitted, and suspending a running job
+	// stops its pod and puts the job back in the queue. Set it back to false to resume.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+
+	// podLabels are added to the pod's labels. The labels `user`, `priority` and
+	// `cvlab.epfl.ch/job` are set by the operator and cannot be given here.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="!('user' in self) && !('priority' in self) && !('cvlab.epfl.ch/job' in self)",message="podLabels cannot set user, priority or cvlab.epfl.ch/job: the operator sets them"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="podLabels is immutable"
+	PodLabels map[string]string `json:"podLabels,omitempty"`
+
+	// podAnnotations are added to the pod's annotations.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="podAnnotations is immutable"
+	PodAnnotations map[string]string `json:"podAnnotations,omitempty"`
+}
+
+// JobResources are the container's compute resources other than GPUs.
+// +kubebuilder:validation:XValidation:rule="!has(self.requests) || self.requests.all(k, k in ['cpu', 'memory', 'ephemeral-storage'])",message="requests may name cpu, memory and ephemeral-storage only; ask for GPUs with spec.gpus"
+// +kubebuilder:validation:XValidation:rule="!has(self.limits) || self.limits.all(k, k in ['cpu', 'memory', 'ephemeral-storage'])",message="limits may name cpu, memory and ephemeral-storage only; ask for GPUs with spec.gpus"
+type JobResources struct {
+	// requests are the amounts the scheduler reserves for the container.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=3
+	Requests corev1.ResourceList `json:"requests,omitempty"`
+
+	// limits are the most the container may use.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=3
+	Limits corev1.ResourceList `json:"limits,omitempty"`
+}
+
+// CvlabdataMount mounts one PersistentVolumeClaim of the lab's shared storage.
+type CvlabdataMount struct {
+	// claimName is the PersistentVolumeClaim in the job's namespace, such as `pv-cvlabdata1`.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	ClaimName string `json:"claimName"`
+
+	// mountPath is where the volume appears in the container, such as `/cvlabdata1`.
+	// +required
+	// +kubebuilder:validation:MinLength=2
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:Pattern=`^/`
+	MountPath string `json:"mountPath"`
+
+	// readOnly mounts the volume read-only.
+	// +optional
+	ReadOnly bool `json:"readOnly,omitempty"`
+}
+
+// ClusterUser is the lab account whose identity the container takes on for file permissions.
+type ClusterUser struct {
+	// name is the account name (CLUSTER_USER).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	Name string `json:"name"`
+
+	// uid is the numeric user id (CLUSTER_USER_ID).
+	// +required
+	// +kubebuilder:validation:Minimum=0
+	UID int64 `json:"uid"`
+
+	// groupName is the group name (CLUSTER_GROUP_NAME).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	GroupName string `json:"groupName"`
+
+	// gid is the numeric group id (CLUSTER_GROUP_ID).
+	// +required
+	// +kubebuilder:validation:Minimum=0
+	GID int64 `json:"gid"`
+}
+
+// JobPhase is a summary of where the job stands.
+// +kubebuilder:validation:Enum=Queued;Suspended;Admitted;Running;Succeeded;Failed
+type JobPhase string
+
+const (
+	// PhaseQueued jobs wait for their fair-share turn.
+	PhaseQueued JobPhase = "Queued"
+	// PhaseSuspended jobs are held by their owner (spec.suspend) and never admitted.
+	PhaseSuspended JobPhase = "Suspended"
+	// PhaseAdmitted jobs have a pod that has not started yet.
+	PhaseAdmitted JobPhase = "Admitted"
+	// PhaseRunning jobs have a running pod.
+	PhaseRunning JobPhase = "Running"
+	// PhaseSucceeded jobs' pods exited with success.
+	PhaseSucceeded JobPhase = "Succeeded"
+	// PhaseFailed jobs' pods failed, hit the timeout, or vanished.
+	PhaseFailed JobPhase = "Failed"
+)
+
+// Condition types of a CvlabJob.
+const (
+	// ConditionQueued is True while the job waits for its turn.
+	ConditionQueued = "Queued"
+	// ConditionAdmitted is True once the job was given its GPUs and a pod.
+	ConditionAdmitted = "Admitted"
+	// ConditionRunning is True while the job's pod runs.
+	ConditionRunning = "Running"
+	// ConditionFinished is True once the job ended; its reason says how
+	// (Succeeded, Failed, DeadlineExceeded, PodDeleted).
+	ConditionFinished = "Finished"
+)
+
+// CvlabJobStatus is the queue's view of the job. Only the operator writes it.
+type CvlabJobStatus struct {
+	// phase summarises the job: Queued, Suspended, Admitted, Running, Succeeded or Failed.
+	// +optional
+	Phase JobPhase `json:"phase,omitempty"`
+
+	// queuePosition is the job's place among the waiting jobs: 1 is the next to be admitted.
+	// Absent when the job is not waiting.
+	// +optional
+	QueuePosition *int32 `json:"queuePosition,omitempty"`
+
+	// rank is the job's place in the global fair-share order of all active GPU jobs, running
+	// ones included (1 is first). Absent for CPU-only, suspended and finished jobs.
+	// +optional
+	Rank *int32 `json:"rank,omitempty"`
+
+	// userGPUs are the owner's GPU ordinals the job covers, such as "1" or "2-3": a job on a
+	// user's 1st GPU ranks above any job on anyone's 2nd GPU.
+	// +optional
+	UserGPUs string `json:"userGPUs,omitempty"`
+
+	// podName is the name of the job's current pod.
+	// +optional
+	PodName string `json:"podName,omitempty"`
+
+	// admissions counts how many times the job was admitted (it is admitted again after a
+	// suspend and resume). The pod of the n-th admission is named <job>-<n>.
+	// +optional
+	Admissions int32 `json:"admissions,omitempty"`
+
+	// admittedAt is when the job was last admitted.
+	// +optional
+	AdmittedAt *metav1.Time `json:"admittedAt,omitempty"`
+
+	// startTime is when the job's pod started running.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+
+	// completionTime is when the job finished.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+
+	// message says in a sentence where the job stands, such as
+	// "waiting: 3 GPUs free, needs 4; 2 jobs ahead".
+	// +optional
+	Message string `json:"message,omitempty"`
+
+	// conditions are Queued, Admitted, Running and Finished.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the spec generation this status reflects.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=cvj,categories=cvlab
+// +kubebuilder:printcolumn:name="User",type=string,JSONPath=`.spec.user`
+// +kubebuilder:printcolumn:name="GPUs",type=integer,JSONPath=`.spec.gpus`
+// +kubebuilder:printcolumn:name="Priority",type=integer,JSONPath=`.spec.priority`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Position",type=integer,JSONPath=`.status.queuePosition`
+// +kubebuilder:printcolumn:name="GPU#",type=string,JSONPath=`.status.userGPUs`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Rank",type=integer,JSONPath=`.status.rank`,priority=1
+// +kubebuilder:printcolumn:name="Pod",type=string,JSONPath=`.status.podName`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.message`,priority=1
+
+// CvlabJob is one research job in the lab's fair-share GPU queue. The operator creates its pod
+// when the job's turn comes: a job on a user's 1st GPU goes before any job on anyone's 2nd GPU.
+type CvlabJob struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// metadata is the standard object metadata.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the job the researcher asks for.
+	// +required
+	Spec CvlabJobSpec `json:"spec"`
+
+	// status is the queue's view of the job.
+	// +optional
+	Status CvlabJobStatus `json:"status,omitempty,omitzero"`
+}
+
+// +kubebuilder:object:root=true
+
+// CvlabJobList is a list of CvlabJobs.
+type CvlabJobList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []CvlabJob `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&CvlabJob{}, &CvlabJobList{})
+}

@@ -1,0 +1,60 @@
+package controllers
+
+import (
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+)
+
+// Condition reasons.
+const (
+	ReasonWaiting          = "Waiting"
+	ReasonSuspended        = "Suspended"
+	ReasonPodCreated       = "PodCreated"
+	ReasonPodRunning       = "PodRunning"
+	ReasonPodPending       = "PodPending"
+	ReasonSucceeded        = "Succeeded"
+	ReasonFailed           = "Failed"
+	ReasonDeadlineExceeded = "DeadlineExceeded"
+	ReasonPodDeleted       = "PodDeleted"
+	ReasonAdmitted         = "Admitted"
+	ReasonFinished         = "Finished"
+)
+
+// One setter per condition type, so that each condition is written in one place.
+
+func setCondition(st *cvlabv1alpha1.CvlabJobStatus, typ string, on bool, reason, msg string, gen int64, now metav1.Time) {
+	status := metav1.ConditionFalse
+	if on {
+		status = metav1.ConditionTrue
+	}
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen, LastTransitionTime: now,
+	})
+}
+
+// setQueued records whether the job waits for its turn.
+func setQueued(st *cvlabv1alpha1.CvlabJobStatus, on bool, reason, msg string, gen int64, now metav1.Time) {
+	setCondition(st, cvlabv1alpha1.ConditionQueued, on, reason, msg, gen, now)
+}
+
+// setAdmitted records whether the job holds its GPUs and a pod.
+func setAdmitted(st *cvlabv1alpha1.CvlabJobStatus, on bool, reason, msg string, gen int64, now metav1.Time) {
+	setCondition(st, cvlabv1alpha1.ConditionAdmitted, on, reason, msg, gen, now)
+}
+
+// setRunning records whether the job's pod runs.
+func setRunning(st *cvlabv1alpha1.CvlabJobStatus, on bool, reason, msg string, gen int64, now metav1.Time) {
+	setCondition(st, cvlabv1alpha1.ConditionRunning, on, reason, msg, gen, now)
+}
+
+// setFinished records that the job ended, and how.
+func setFinished(st *cvlabv1alpha1.CvlabJobStatus, reason, msg string, gen int64, now metav1.Time) {
+	setCondition(st, cvlabv1alpha1.ConditionFinished, true, reason, msg, gen, now)
+}
+
+// IsFinished tells whether a job's status is terminal.
+func IsFinished(st *cvlabv1alpha1.CvlabJobStatus) bool {
+	return st.Phase == cvlabv1alpha1.PhaseSucceeded || st.Phase == cvlabv1alpha1.PhaseFailed
+}
