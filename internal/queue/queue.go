@@ -181,7 +181,7 @@ func Decide(s Snapshot) Decision {
 			continue
 		}
 		if d.Blocking {
-			e.Reason = fmt.Sprintf("held behind %s, which waits for %d GPUs", d.Head, d.Order[headIdx].GPUs)
+			e.Reason = fmt.Sprintf("held behind %s, which waits for %s", d.Head, gpus(d.Order[headIdx].GPUs))
 			continue
 		}
 		if e.GPUs <= free {
@@ -190,10 +190,10 @@ func Decide(s Snapshot) Decision {
 			continue
 		}
 		if e.GPUs > s.Capacity {
-			e.Reason = fmt.Sprintf("needs %d GPUs but the capacity is %d", e.GPUs, s.Capacity)
+			e.Reason = fmt.Sprintf("needs %s but the capacity is %d", gpus(e.GPUs), s.Capacity)
 			continue
 		}
-		e.Reason = fmt.Sprintf("%d GPUs free, needs %d", free, e.GPUs)
+		e.Reason = fmt.Sprintf("%s free, needs %d", gpus(free), e.GPUs)
 		if headIdx >= 0 {
 			continue
 		}
@@ -223,4 +223,12 @@ func Decide(s Snapshot) Decision {
 		}
 	}
 	return d
+}
+
+// gpus renders a GPU count for messages: "1 GPU", "3 GPUs".
+func gpus(n int32) string {
+	if n == 1 {
+		return "1 GPU"
+	}
+	return fmt.Sprintf("%d GPUs", n)
 }

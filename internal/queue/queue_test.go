@@ -636,7 +636,7 @@ func TestDecideAdmission(t *testing.T) {
 				Head: "a/big", HeadSince: now, Blocking: true,
 				Positions: map[string]int{"x/1": 0, "y/run": 0, "a/big": 1, "y/small": 2},
 			},
-			reasons: map[string]string{"a/big": "1 GPUs free, needs 3", "y/small": "held behind a/big"},
+			reasons: map[string]string{"a/big": "1 GPU free, needs 3", "y/small": "held behind a/big"},
 		},
 		"only the first job that does not fit is head": {
 			snap: Snapshot{
@@ -698,7 +698,7 @@ func TestDecideAdmission(t *testing.T) {
 			},
 			reasons: map[string]string{
 				"a/huge":  "needs 5 GPUs but the capacity is 4",
-				"c/three": "1 GPUs free, needs 3",
+				"c/three": "1 GPU free, needs 3",
 				"b/huge":  "needs 6 GPUs but the capacity is 4",
 			},
 		},
@@ -726,7 +726,7 @@ func TestDecideAdmission(t *testing.T) {
 			want: outcome{
 				Positions: map[string]int{"a/1": 1},
 			},
-			reasons: map[string]string{"a/1": "needs 1 GPUs but the capacity is 0"},
+			reasons: map[string]string{"a/1": "needs 1 GPU but the capacity is 0"},
 		},
 		"only holding jobs: nothing to admit, no head": {
 			snap: Snapshot{

@@ -1,0 +1,166 @@
+// Package framework starts a real control plane (kube-apiserver and etcd built by hack/build-k8s.sh)
+// with the CvlabJob CRD, and the operator's manager on it, for the Ginkgo integration suites.
+package framework
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/controllers"
+)
+
+// Scheme knows the built-in types and the CvlabJob API.
+var Scheme = k8sruntime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(Scheme))
+	utilruntime.Must(cvlabv1alpha1.AddToScheme(Scheme))
+}
+
+// Framework is one control plane shared by a suite.
+type Framework struct {
+	env    *envtest.Environment
+	Config *rest.Config
+	Client client.Client
+}
+
+// Start starts kube-apiserver and etcd from KUBEBUILDER_ASSETS and installs the CRDs.
+func Start() *Framework {
+	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true), zap.Level(zapLevel())))
+	Expect(os.Getenv("KUBEBUILDER_ASSETS")).NotTo(BeEmpty(),
+		"KUBEBUILDER_ASSETS is not set: run the suites with `make test`, which builds the control plane into bin/k8s/")
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
+	f := &Framework{env: &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}}
+	cfg, err := f.env.Start()
+	Expect(err).NotTo(HaveOccurred())
+	cfg.QPS, cfg.Burst = 1000, 2000
+	f.Config = cfg
+	f.Client, err = client.New(cfg, client.Options{Scheme: Scheme})
+	Expect(err).NotTo(HaveOccurred())
+	return f
+}
+
+// Stop stops the control plane.
+func (f *Framework) Stop() {
+	Expect(f.env.Stop()).To(Succeed())
+}
+
+// StartManager runs the operator's manager with the given options until the returned function is
+// called; that function waits for the manager to stop.
+func (f *Framework) StartManager(opts controllers.Options) (stop func()) {
+	mgr, err := ctrl.NewManager(f.Config, ctrl.Options{
+		Scheme:                 Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  controllers.CacheOptions(),
+		// Each test starts a new manager in the same process.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	r := controllers.NewQueueReconciler(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder("cvlab-queue"), opts)
+	Expect(r.SetupWithManager(mgr)).To(Succeed())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	return func() {
+		cancel()
+		Eventually(done, 30*time.Second).Should(Receive(BeNil()))
+	}
+}
+
+// NewNamespace creates a namespace with a generated name.
+func (f *Framework) NewNamespace(ctx context.Context) string {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "cvlab-test-"}}
+	Expect(f.Client.Create(ctx, ns)).To(Succeed())
+	return ns.Name
+}
+
+// Cleanup deletes every CvlabJob and pod of a namespace (envtest has no garbage collector), so that
+// they hold no GPUs of the next test.
+func (f *Framework) Cleanup(ctx context.Context, ns string) {
+	Expect(f.Client.DeleteAllOf(ctx, &cvlabv1alpha1.CvlabJob{}, client.InNamespace(ns))).To(Succeed())
+	Expect(f.Client.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(ns), client.GracePeriodSeconds(0))).To(Succeed())
+}
+
+// Job returns a CvlabJob with the given user and GPUs, to be tweaked by the caller.
+func Job(ns, name, user string, gpus int32) *cvlabv1alpha1.CvlabJob {
+	return &cvlabv1alpha1.CvlabJob{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: cvlabv1alpha1.CvlabJobSpec{
+			User: user, Image: "ic-registry.epfl.ch/cvlab/lis/lab-base:cpu", GPUs: gpus,
+			Command: []string{"/opt/lab/setup_and_wait.sh"},
+		},
+	}
+}
+
+// Get reads a job, for use in Eventually.
+func (f *Framework) Get(ctx context.Context, ns, name string) func() (*cvlabv1alpha1.CvlabJob, error) {
+	return func() (*cvlabv1alpha1.CvlabJob, error) {
+		var j cvlabv1alpha1.CvlabJob
+		err := f.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &j)
+		return &j, err
+	}
+}
+
+// SetPodPhase plays the kubelet: it moves a pod to a phase through the status subresource.
+func (f *Framework) SetPodPhase(ctx context.Context, ns, name string, phase corev1.PodPhase, reason string) {
+	Eventually(func() error {
+		var p corev1.Pod
+		if err := f.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &p); err != nil {
+			return err
+		}
+		p.Status.Phase = phase
+		p.Status.Reason = reason
+		now := metav1.Now()
+		if p.Status.StartTime == nil {
+			p.Status.StartTime = &now
+		}
+		switch phase {
+		case corev1.PodSucceeded, corev1.PodFailed:
+			code := int32(0)
+			if phase == corev1.PodFailed {
+				code = 1
+			}
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: controllers.ContainerName, Image: p.Spec.Containers[0].Image,
+				State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: code, StartedAt: now, FinishedAt: now}}}}
+		case corev1.PodRunning:
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: controllers.ContainerName, Image: p.Spec.Containers[0].Image,
+				Ready: true, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}}
+		}
+		return f.Client.Status().Update(ctx, &p)
+	}, 10*time.Second).Should(Succeed(), fmt.Sprintf("setting pod %s/%s to %s", ns, name, phase))
+}
+
+// zapLevel logs errors only, unless TEST_VERBOSE is set.
+func zapLevel() zapcore.Level {
+	if os.Getenv("TEST_VERBOSE") != "" {
+		return zapcore.DebugLevel
+	}
+	return zapcore.ErrorLevel
+}
