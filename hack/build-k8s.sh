@@ -5,7 +5,9 @@
 #   hack/build-k8s.sh [binary ...]    binaries: etcd kube-apiserver kube-scheduler
 #                                     kube-controller-manager kubectl (default: etcd kube-apiserver)
 #
-# A binary already present is never rebuilt. The Kubernetes binaries carry version ldflags so that
+# A binary already present is never rebuilt. Built binaries are also kept in a per-machine cache
+# ($CVLAB_BIN_CACHE, default ~/.cache/cvlab-queue/k8s/<version>) so that a fresh clone, such as
+# CI's, copies them instead of building again. The Kubernetes binaries carry version ldflags so that
 # the server reports v1.37.2 (clients that parse the server version reject v0.0.0-master).
 set -euo pipefail
 
@@ -15,6 +17,7 @@ K8S_MINOR=37
 root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/bin/k8s/$K8S_VERSION"
 mkdir -p "$out"
+cache="${CVLAB_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cvlab-queue/k8s}/$K8S_VERSION"
 
 bins=("$@")
 [ ${#bins[@]} -gt 0 ] || bins=(etcd kube-apiserver)
@@ -28,6 +31,11 @@ for b in "${bins[@]}"; do
     echo "have $out/$b" >&2
     continue
   fi
+  if [ -x "$cache/$b" ]; then
+    echo "copying $b from $cache" >&2
+    cp "$cache/$b" "$out/$b.tmp" && mv "$out/$b.tmp" "$out/$b"
+    continue
+  fi
   echo "building $b (first build of kube-apiserver takes ~10 min on 2 cores)..." >&2
   case "$b" in
     etcd)
@@ -37,5 +45,6 @@ for b in "${bins[@]}"; do
     *) echo "unknown binary: $b" >&2; exit 2 ;;
   esac
   mv "$out/$b.tmp" "$out/$b"
+  if mkdir -p "$cache" 2>/dev/null; then cp "$out/$b" "$cache/$b.tmp.$$" && mv "$cache/$b.tmp.$$" "$cache/$b" || true; fi
 done
 echo "$out"
