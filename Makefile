@@ -70,3 +70,6 @@ docker-build:
 controller-gen: $(CONTROLLER_GEN)
 $(CONTROLLER_GEN):
 	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+
+# The local cluster (make run-local, clean-local, test-e2e, demo, deploy, undeploy).
+include hack/local.mk

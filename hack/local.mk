@@ -1,0 +1,1 @@
+##@ Local cluster (filled in by the run-local work)
