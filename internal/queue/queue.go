@@ -15,11 +15,19 @@
 //     until it has been the first waiting job for MaxHeadWait; then nothing ranked below it is
 //     admitted until it starts.
 //  4. CPU-only jobs (0 GPUs) are admitted at once and take no part in the order.
+//
+// With Nodes, a job is placed on one node that has enough free GPUs (best fit, so that whole
+// nodes stay free for big jobs); a job larger than every node is never admitted. A waiting job
+// that the Preemption policy allows, and that cannot start otherwise, evicts running jobs ranked
+// strictly below it on one node (lowest-ranked first, no more than needed, none younger than
+// MinRuntime); the GPUs they free are reserved for it. Since a victim always ranks below its
+// preemptor, it can never evict the preemptor back: evictions cannot loop.
 package queue
 
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -35,6 +43,18 @@ const (
 	Holding
 )
 
+// Policy says which waiting jobs may evict running ones.
+type Policy int
+
+const (
+	// PreemptFirstGPU lets a waiting job whose user ordinal starts at 1 evict (the lab's rule).
+	PreemptFirstGPU Policy = iota
+	// PreemptRank lets any waiting job evict running jobs ranked below it.
+	PreemptRank
+	// PreemptNever never evicts.
+	PreemptNever
+)
+
 // Job is one active job (not finished, not suspended) as the queue sees it.
 type Job struct {
 	// Key is "namespace/name": unique, and the last tie-break.
@@ -44,13 +64,38 @@ type Job struct {
 	Created  time.Time
 	GPUs     int32
 	State    State
+	// Node is where a Holding job's GPUs are ("" when unknown or in pool mode).
+	Node string
+	// Started is when a Holding job's pod started running; zero if it has not.
+	Started time.Time
+	// NotBefore holds a Waiting job back until then (backoff after a failed start).
+	NotBefore time.Time
+	// Evicting marks a Holding job whose pod is being stopped by a preemption: it holds its
+	// GPUs until it is gone, and is not chosen as a victim again.
+	Evicting bool
+}
+
+// Node is one schedulable GPU node.
+type Node struct {
+	Name string
+	// GPUs is the node's allocatable nvidia.com/gpu.
+	GPUs int32
+	// Busy are GPUs taken by pods that are not active jobs: other people's pods, and the
+	// queue's pods being deleted.
+	Busy int32
 }
 
 // Snapshot is everything a decision depends on.
 type Snapshot struct {
 	Jobs []Job
-	// Capacity is the number of GPUs the queue may hand out.
+	// Nodes are the Ready GPU nodes. When nil, the queue is one pool of Capacity GPUs (minus
+	// PoolBusy) and placement is left to the scheduler.
+	Nodes []Node
+	// Capacity is the number of GPUs the queue may hand out: the pool's size, or with Nodes an
+	// upper bound on the GPUs its jobs hold (negative: no bound).
 	Capacity int32
+	// PoolBusy are the pool's GPUs held outside the active jobs (pods being deleted).
+	PoolBusy int32
 	// Now is the decision time.
 	Now time.Time
 	// MaxHeadWait is how long the first waiting job may be passed by smaller jobs behind it
@@ -60,6 +105,11 @@ type Snapshot struct {
 	// became first; both come from the previous Decision.
 	Head      string
 	HeadSince time.Time
+	// Preemption says who may evict; MinRuntime how long a job runs before it may be evicted.
+	Preemption Policy
+	MinRuntime time.Duration
+	// Reserved maps a waiting preemptor's key to the node whose GPUs its victims free for it.
+	Reserved map[string]string
 }
 
 // Entry is one active GPU job in the global order.
@@ -69,12 +119,20 @@ type Entry struct {
 	Rank int
 	// FirstGPU and LastGPU are the user's GPU ordinals the job covers; LastGPU is its ordinal.
 	FirstGPU, LastGPU int32
-	// Admit is true when the job is waiting and is admitted by this decision.
+	// Admit is true when the job is waiting and is admitted by this decision, on Node.
 	Admit bool
 	// Position is the 1-based place among the jobs still waiting after this decision; 0 if none.
 	Position int
 	// Reason says why a job still waits; empty when it does not.
 	Reason string
+}
+
+// Preemption is one waiting job evicting running jobs ranked below it, on one node.
+type Preemption struct {
+	Preemptor string
+	Node      string
+	// Victims are the keys of the evicted jobs, lowest-ranked first.
+	Victims []string
 }
 
 // UserGPUs renders the user's GPU ordinals the job covers: "1", "2-3".
@@ -99,8 +157,10 @@ type Decision struct {
 	HeadSince time.Time
 	Blocking  bool
 	// Wakeup is when the decision changes by itself with no other input (the head starts
-	// blocking); zero if never.
+	// blocking, a backoff ends, a victim reaches its minimum run time); zero if never.
 	Wakeup time.Time
+	// Preemptions are the evictions this decision asks for.
+	Preemptions []Preemption
 }
 
 // CompareInUser orders the jobs of one user: higher priority first, then the earlier job, then
@@ -165,12 +225,13 @@ func Decide(s Snapshot) Decision {
 	}
 	slices.Sort(d.AdmitCPU)
 
-	for _, e := range d.Order {
-		if e.State == Holding {
-			d.Used += e.GPUs
+	p := newPlacement(s, d.Order)
+	d.Used = p.used
+	wake := func(t time.Time) {
+		if !t.IsZero() && (d.Wakeup.IsZero() || t.Before(d.Wakeup)) {
+			d.Wakeup = t
 		}
 	}
-	free := max(s.Capacity-d.Used, 0)
 
 	// The first waiting job that does not fit this round is the head. It blocks the jobs behind
 	// it once it has been head for MaxHeadWait, unless it can never fit at all.
@@ -180,20 +241,57 @@ func Decide(s Snapshot) Decision {
 		if e.State != Waiting {
 			continue
 		}
-		if d.Blocking {
+		// A preemptor's reservation is its own to use.
+		reservedNode, reserved := p.reserved[e.Key]
+		if reserved {
+			p.free[reservedNode] += e.GPUs
+			p.capFree += e.GPUs
+		}
+		keepReservation := func() {
+			if reserved {
+				p.free[reservedNode] -= e.GPUs
+				p.capFree -= e.GPUs
+			}
+		}
+		switch {
+		case d.Blocking:
 			e.Reason = fmt.Sprintf("held behind %s, which waits for %s", d.Head, gpus(d.Order[headIdx].GPUs))
+			keepReservation()
+			continue
+		case s.Now.Before(e.NotBefore):
+			e.Reason = "backing off after a failed start until " + e.NotBefore.UTC().Format(time.RFC3339)
+			wake(e.NotBefore)
+			keepReservation()
 			continue
 		}
-		if e.GPUs <= free {
-			e.Admit = true
-			free -= e.GPUs
+		if n, ok := p.fit(e.GPUs, reservedNode, reserved); ok {
+			e.Admit, e.Node = true, n
+			p.free[n] -= e.GPUs
+			p.capFree -= e.GPUs
 			continue
 		}
-		if e.GPUs > s.Capacity {
-			e.Reason = fmt.Sprintf("needs %s but the capacity is %d", gpus(e.GPUs), s.Capacity)
+		if reserved {
+			keepReservation()
+			e.Reason = "waiting for the jobs it preempted to stop" + onNode(reservedNode)
 			continue
 		}
-		e.Reason = fmt.Sprintf("%s free, needs %d", gpus(free), e.GPUs)
+		if msg := p.never(e.GPUs); msg != "" {
+			e.Reason = msg
+			continue
+		}
+		if eligible(s.Preemption, e) {
+			pr, at, ok := p.preempt(s, d.Order, i)
+			if ok {
+				d.Preemptions = append(d.Preemptions, pr)
+				p.free[pr.Node] -= e.GPUs
+				p.capFree -= e.GPUs
+				e.Node = pr.Node
+				e.Reason = fmt.Sprintf("preempting %d lower-ranked job(s)%s", len(pr.Victims), onNode(pr.Node))
+				continue
+			}
+			wake(at)
+		}
+		e.Reason = p.shortfall(e.GPUs)
 		if headIdx >= 0 {
 			continue
 		}
@@ -209,11 +307,11 @@ func Decide(s Snapshot) Decision {
 				d.Blocking = true
 				e.Reason += "; first in line, so no job ranked below it starts before it"
 			} else {
-				d.Wakeup = deadline
+				wake(deadline)
 			}
 		}
 	}
-	d.Free = free
+	d.Free = p.totalFree()
 
 	pos := 0
 	for i := range d.Order {
@@ -223,6 +321,216 @@ func Decide(s Snapshot) Decision {
 		}
 	}
 	return d
+}
+
+func eligible(p Policy, e *Entry) bool {
+	switch p {
+	case PreemptFirstGPU:
+		return e.FirstGPU == 1
+	case PreemptRank:
+		return true
+	}
+	return false
+}
+
+func onNode(n string) string {
+	if n == "" {
+		return ""
+	}
+	return " on node " + n
+}
+
+// placement tracks free GPUs per node during one decision. Pool mode is one node named "".
+type placement struct {
+	pool     bool
+	nodes    []string // sorted
+	alloc    map[string]int32
+	free     map[string]int32 // may be negative while reserved or over-committed
+	largest  int32
+	capacity int32 // upper bound on held GPUs; negative: none
+	capFree  int32
+	used     int32
+	onNode   map[string][]int // indices into the order of Holding jobs, by node
+	evicting map[string]bool
+	reserved map[string]string
+}
+
+func newPlacement(s Snapshot, order []Entry) *placement {
+	p := &placement{
+		pool: s.Nodes == nil, alloc: map[string]int32{}, free: map[string]int32{},
+		onNode: map[string][]int{}, evicting: map[string]bool{}, reserved: map[string]string{},
+		capacity: s.Capacity, capFree: math.MaxInt32,
+	}
+	if p.pool {
+		p.nodes = []string{""}
+		p.alloc[""] = s.Capacity
+		p.free[""] = s.Capacity - s.PoolBusy
+		p.largest = s.Capacity
+		p.capacity = -1
+	} else {
+		for _, n := range s.Nodes {
+			p.nodes = append(p.nodes, n.Name)
+			p.alloc[n.Name] = n.GPUs
+			p.free[n.Name] = n.GPUs - n.Busy
+			p.largest = max(p.largest, n.GPUs)
+		}
+		slices.Sort(p.nodes)
+	}
+	for i, e := range order {
+		if e.State != Holding {
+			continue
+		}
+		p.used += e.GPUs
+		node := e.Node
+		if p.pool {
+			node = ""
+		}
+		if _, ok := p.free[node]; ok {
+			p.free[node] -= e.GPUs
+			p.onNode[node] = append(p.onNode[node], i)
+		}
+		if e.Evicting {
+			p.evicting[e.Key] = true
+		}
+	}
+	if p.capacity >= 0 {
+		p.capFree = p.capacity - p.used
+	}
+	waiting := map[string]int32{}
+	for _, e := range order {
+		if e.State == Waiting {
+			waiting[e.Key] = e.GPUs
+		}
+	}
+	for key, node := range s.Reserved {
+		if p.pool {
+			node = ""
+		}
+		if g, ok := waiting[key]; ok {
+			if _, ok := p.free[node]; ok {
+				p.reserved[key] = node
+				p.free[node] -= g
+				p.capFree -= g
+			}
+		}
+	}
+	return p
+}
+
+// fit picks the node for a job: its reserved node if it fits there, else the best fit (the node
+// with the fewest free GPUs that still fit, to keep whole nodes free for big jobs).
+func (p *placement) fit(g int32, prefer string, hasPrefer bool) (string, bool) {
+	if p.capFree < g {
+		return "", false
+	}
+	if hasPrefer && p.free[prefer] >= g {
+		return prefer, true
+	}
+	best, found := "", false
+	for _, n := range p.nodes {
+		if f := p.free[n]; f >= g && (!found || f < p.free[best]) {
+			best, found = n, true
+		}
+	}
+	return best, found
+}
+
+// never explains why a job cannot start even on an empty cluster; "" if it can.
+func (p *placement) never(g int32) string {
+	switch {
+	case p.pool && g > p.alloc[""]:
+		return fmt.Sprintf("needs %s but the capacity is %d", gpus(g), p.alloc[""])
+	case p.pool:
+		return ""
+	case len(p.nodes) == 0:
+		return "no GPU node is ready"
+	case g > p.largest:
+		return fmt.Sprintf("needs %s but the largest GPU node has %d", gpus(g), p.largest)
+	case p.capacity >= 0 && g > p.capacity:
+		return fmt.Sprintf("needs %s but the capacity is %d", gpus(g), p.capacity)
+	}
+	return ""
+}
+
+func (p *placement) totalFree() int32 {
+	var sum int32
+	for _, n := range p.nodes {
+		sum += max(p.free[n], 0)
+	}
+	return max(min(sum, p.capFree), 0)
+}
+
+// shortfall explains why a job does not fit now.
+func (p *placement) shortfall(g int32) string {
+	total := p.totalFree()
+	if p.pool || total < g {
+		return fmt.Sprintf("%s free, needs %d", gpus(total), g)
+	}
+	var most int32
+	for _, n := range p.nodes {
+		most = max(most, p.free[n])
+	}
+	return fmt.Sprintf("%s free but at most %d on one node, needs %d", gpus(total), most, g)
+}
+
+// preempt looks for the running jobs that the waiting job order[i] may evict to start: on one
+// node, ranked below it, running for at least MinRuntime, the lowest-ranked first and no more
+// than needed. Among nodes it prefers the fewest victims, then victims ranked lowest. When none
+// is found, it returns the earliest time a young job becomes evictable (zero if none).
+func (p *placement) preempt(s Snapshot, order []Entry, i int) (Preemption, time.Time, bool) {
+	e := &order[i]
+	var (
+		bestNode   string
+		bestChosen []int
+		found      bool
+		wakeAt     time.Time
+	)
+	for _, n := range p.nodes {
+		if p.alloc[n] < e.GPUs {
+			continue
+		}
+		enough := func(freed int32) bool { return p.free[n]+freed >= e.GPUs && p.capFree+freed >= e.GPUs }
+		var chosen []int
+		var freed int32
+		holders := p.onNode[n]
+		for k := len(holders) - 1; k >= 0 && !enough(freed); k-- { // lowest-ranked first
+			j := holders[k]
+			v := &order[j]
+			if j <= i || p.evicting[v.Key] || v.Started.IsZero() {
+				continue
+			}
+			if ready := v.Started.Add(s.MinRuntime); s.Now.Before(ready) {
+				if wakeAt.IsZero() || ready.Before(wakeAt) {
+					wakeAt = ready
+				}
+				continue
+			}
+			chosen = append(chosen, j)
+			freed += v.GPUs
+		}
+		if !enough(freed) {
+			continue
+		}
+		for k := len(chosen) - 1; k >= 0; k-- { // drop the higher-ranked ones not needed
+			if g := order[chosen[k]].GPUs; enough(freed - g) {
+				freed -= g
+				chosen = slices.Delete(chosen, k, k+1)
+			}
+		}
+		if !found || len(chosen) < len(bestChosen) ||
+			len(chosen) == len(bestChosen) && slices.Min(chosen) > slices.Min(bestChosen) {
+			bestNode, bestChosen, found = n, chosen, true
+		}
+	}
+	if !found {
+		return Preemption{}, wakeAt, false
+	}
+	pr := Preemption{Preemptor: e.Key, Node: bestNode}
+	for _, j := range bestChosen {
+		pr.Victims = append(pr.Victims, order[j].Key)
+		p.evicting[order[j].Key] = true
+	}
+	return pr, time.Time{}, true
 }
 
 // gpus renders a GPU count for messages: "1 GPU", "3 GPUs".
