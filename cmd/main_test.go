@@ -20,11 +20,15 @@ func TestManagerFlags(t *testing.T) {
 	}{
 		"help lists every flag": {
 			args: []string{"--help"}, wantExit: 0,
-			wantOut: []string{"-gpu-capacity", "-max-head-wait", "-kubeconfig", "-metrics-bind-address", "-health-probe-bind-address", "-leader-elect", "-kube-api-qps", "-kube-api-burst"},
+			wantOut: []string{"-gpu-capacity", "-max-head-wait", "-kubeconfig", "-metrics-bind-address", "-health-probe-bind-address", "-leader-elect", "-kube-api-qps", "-kube-api-burst", "-gpu-node-selector", "-unschedulable-timeout", "-preemption", "-min-runtime", "-notify-webhook"},
 		},
-		"capacity is required": {
-			args: []string{"--kubeconfig=/nonexistent"}, wantExit: 1,
-			wantOut: []string{"--gpu-capacity is required"},
+		"a bad preemption policy is refused": {
+			args: []string{"--preemption=Sometimes", "--kubeconfig=/nonexistent"}, wantExit: 1,
+			wantOut: []string{"--preemption must be FirstGPU, Rank or Never"},
+		},
+		"a bad node selector is refused": {
+			args: []string{"--gpu-node-selector=a b", "--kubeconfig=/nonexistent"}, wantExit: 1,
+			wantOut: []string{"--gpu-node-selector"},
 		},
 		"an unreadable kubeconfig is reported": {
 			args: []string{"--gpu-capacity=4", "--kubeconfig=/nonexistent/kubeconfig"}, wantExit: 1,

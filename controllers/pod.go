@@ -22,6 +22,10 @@ const (
 	LabelAdmission = "cvlab.epfl.ch/admission"
 	// AnnotationPriority carries the exact priority, negative values included.
 	AnnotationPriority = "cvlab.epfl.ch/priority"
+	// AnnotationNode is the node the queue placed the pod on (also a required node affinity).
+	AnnotationNode = "cvlab.epfl.ch/node"
+	// DefaultTerminationGracePeriodSeconds lets training checkpoint on SIGTERM.
+	DefaultTerminationGracePeriodSeconds int64 = 60
 	// ResourceGPU is the extended resource of NVIDIA's device plugin.
 	ResourceGPU corev1.ResourceName = "nvidia.com/gpu"
 	// ContainerName is the name of the job's only container.
@@ -50,8 +54,10 @@ func PodName(job *cvlabv1alpha1.CvlabJob, admission int32) string {
 	return name + suffix
 }
 
-// BuildPod renders the pod of a job's n-th admission.
-func BuildPod(job *cvlabv1alpha1.CvlabJob, admission int32) *corev1.Pod {
+// BuildPod renders the pod of a job's n-th admission. When node is set, the pod may only run there:
+// a required node affinity on its kubernetes.io/hostname label (hostname), so that the scheduler
+// cannot place it elsewhere (it still checks cpu and memory).
+func BuildPod(job *cvlabv1alpha1.CvlabJob, admission int32, node, hostname string) *corev1.Pod {
 	spec := &job.Spec
 	labels := map[string]string{}
 	for k, v := range spec.PodLabels {
@@ -67,6 +73,9 @@ func BuildPod(job *cvlabv1alpha1.CvlabJob, admission int32) *corev1.Pod {
 		annotations[k] = v
 	}
 	annotations[AnnotationPriority] = strconv.Itoa(int(spec.Priority))
+	if node != "" {
+		annotations[AnnotationNode] = node
+	}
 
 	env := append([]corev1.EnvVar(nil), spec.Env...)
 	if cu := spec.ClusterUser; cu != nil {
@@ -115,7 +124,8 @@ func BuildPod(job *cvlabv1alpha1.CvlabJob, admission int32) *corev1.Pod {
 			}},
 		},
 		Spec: corev1.PodSpec{
-			RestartPolicy: corev1.RestartPolicyNever,
+			RestartPolicy:                 corev1.RestartPolicyNever,
+			TerminationGracePeriodSeconds: ptr.To(ptr.Deref(spec.TerminationGracePeriodSeconds, DefaultTerminationGracePeriodSeconds)),
 			Containers: []corev1.Container{{
 				Name:         ContainerName,
 				Image:        spec.Image,
@@ -129,6 +139,15 @@ func BuildPod(job *cvlabv1alpha1.CvlabJob, admission int32) *corev1.Pod {
 			}},
 			Volumes: volumes,
 		},
+	}
+	if hostname != "" {
+		pod.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchExpressions: []corev1.NodeSelectorRequirement{{
+					Key: corev1.LabelHostname, Operator: corev1.NodeSelectorOpIn, Values: []string{hostname},
+				}},
+			}}},
+		}}
 	}
 	if spec.Timeout != nil {
 		pod.Spec.ActiveDeadlineSeconds = ptr.To(int64(math.Ceil(spec.Timeout.Seconds())))

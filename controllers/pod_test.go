@@ -52,7 +52,7 @@ func TestPodNamesAndLabelsStayValid(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			job := &cvlabv1alpha1.CvlabJob{ObjectMeta: metav1.ObjectMeta{Name: tc.name, Namespace: "lab"},
 				Spec: cvlabv1alpha1.CvlabJobSpec{User: "alice", Image: "img"}}
-			pod := BuildPod(job, tc.admission)
+			pod := BuildPod(job, tc.admission, "", "")
 			if pod.Name != tc.wantName {
 				t.Errorf("pod name = %q, want %q", pod.Name, tc.wantName)
 			}
@@ -105,7 +105,7 @@ func TestBuildPodContainer(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			j := base()
 			tc.mutate(j)
-			pod := BuildPod(j, 1)
+			pod := BuildPod(j, 1, "", "")
 			c := pod.Spec.Containers[0]
 			if diff := cmp.Diff(tc.wantLimit, c.Resources.Limits, cmp.Comparer(func(a, b resource.Quantity) bool { return a.Cmp(b) == 0 })); diff != "" {
 				t.Errorf("limits (-want +got):\n%s", diff)

@@ -1,20 +1,31 @@
 package controllers
 
 import (
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/selection"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"fmt"
+	"strings"
+
 	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 )
 
-// CacheOptions keeps only the pods of CvlabJobs in the manager's informer cache, so that the
-// operator's memory does not grow with the cluster's other pods.
+// CacheOptions are the manager's informer cache settings. The queue watches every pod (other
+// people's GPU pods take capacity too), so managed fields, which the queue never reads, are
+// dropped from cached objects to keep memory low.
 func CacheOptions() cache.Options {
-	req, err := labels.NewRequirement(LabelJob, selection.Exists, nil)
-	utilruntime.Must(err)
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Pod{}: {Label: labels.NewSelector().Add(*req)},
-	}}
+	return cache.Options{DefaultTransform: cache.TransformStripManagedFields()}
 }
+
+// ParsePreemption reads a --preemption value: FirstGPU, Rank or Never.
+func ParsePreemption(s string) (queue.Policy, error) {
+	switch strings.ToLower(s) {
+	case "firstgpu":
+		return queue.PreemptFirstGPU, nil
+	case "rank":
+		return queue.PreemptRank, nil
+	case "never":
+		return queue.PreemptNever, nil
+	}
+	return 0, fmt.Errorf("--preemption must be FirstGPU, Rank or Never, not %q", s)
+}
+

@@ -20,6 +20,8 @@ const (
 	ReasonPodDeleted       = "PodDeleted"
 	ReasonAdmitted         = "Admitted"
 	ReasonFinished         = "Finished"
+	ReasonPreempted        = "Preempted"
+	ReasonReadmitted       = "Readmitted"
 )
 
 // One setter per condition type, so that each condition is written in one place.
@@ -47,6 +49,11 @@ func setAdmitted(st *cvlabv1alpha1.CvlabJobStatus, on bool, reason, msg string, 
 // setRunning records whether the job's pod runs.
 func setRunning(st *cvlabv1alpha1.CvlabJobStatus, on bool, reason, msg string, gen int64, now metav1.Time) {
 	setCondition(st, cvlabv1alpha1.ConditionRunning, on, reason, msg, gen, now)
+}
+
+// setPreempted records whether the job was evicted for a higher-ranked job and waits again.
+func setPreempted(st *cvlabv1alpha1.CvlabJobStatus, on bool, reason, msg string, gen int64, now metav1.Time) {
+	setCondition(st, cvlabv1alpha1.ConditionPreempted, on, reason, msg, gen, now)
 }
 
 // setFinished records that the job ended, and how.

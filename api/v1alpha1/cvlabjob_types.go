@@ -7,7 +7,7 @@ import (
 
 // CvlabJobSpec is what a researcher asks for: one container, some GPUs, the lab's data.
 // Like a Job's pod template it cannot be changed after creation, except priority and suspend.
-// +kubebuilder:validation:XValidation:rule="has(self.command) == has(oldSelf.command) && has(self.args) == has(oldSelf.args) && has(self.workingDir) == has(oldSelf.workingDir) && has(self.env) == has(oldSelf.env) && has(self.gpus) == has(oldSelf.gpus) && has(self.resources) == has(oldSelf.resources) && has(self.cvlabdata) == has(oldSelf.cvlabdata) && has(self.clusterUser) == has(oldSelf.clusterUser) && has(self.ports) == has(oldSelf.ports) && has(self.timeout) == has(oldSelf.timeout) && has(self.podLabels) == has(oldSelf.podLabels) && has(self.podAnnotations) == has(oldSelf.podAnnotations)",message="spec is immutable after creation except priority and suspend: delete the job and create a new one"
+// +kubebuilder:validation:XValidation:rule="has(self.command) == has(oldSelf.command) && has(self.args) == has(oldSelf.args) && has(self.workingDir) == has(oldSelf.workingDir) && has(self.env) == has(oldSelf.env) && has(self.gpus) == has(oldSelf.gpus) && has(self.resources) == has(oldSelf.resources) && has(self.cvlabdata) == has(oldSelf.cvlabdata) && has(self.clusterUser) == has(oldSelf.clusterUser) && has(self.ports) == has(oldSelf.ports) && has(self.timeout) == has(oldSelf.timeout) && has(self.terminationGracePeriodSeconds) == has(oldSelf.terminationGracePeriodSeconds) && has(self.podLabels) == has(oldSelf.podLabels) && has(self.podAnnotations) == has(oldSelf.podAnnotations)",message="spec is immutable after creation except priority and suspend: delete the job and create a new one"
 type CvlabJobSpec struct {
 	// user is the researcher who owns the job; fair share counts GPUs per user.
 	// It must be a valid Kubernetes label value (it becomes the pod's `user` label).
@@ -109,6 +109,16 @@ type CvlabJobSpec struct {
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="timeout must be at least 1s"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="timeout is immutable"
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// terminationGracePeriodSeconds is how long the job's container gets between SIGTERM and
+	// SIGKILL when its pod is stopped (preempted, suspended or deleted), so that training can
+	// checkpoint. Default 60.
+	// +optional
+	// +kubebuilder:default=60
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=3600
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="terminationGracePeriodSeconds is immutable"
+	TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds,omitempty"`
 
 	// suspend holds the job: a suspended job is never admitted, and suspending a running job
 	// stops its pod and puts the job back in the queue. Set it back to false to resume.
@@ -218,6 +228,9 @@ const (
 	ConditionAdmitted = "Admitted"
 	// ConditionRunning is True while the job's pod runs.
 	ConditionRunning = "Running"
+	// ConditionPreempted is True when the job's pod was evicted for a higher-ranked job and the
+	// job went back to the queue; its message names the preemptor and why.
+	ConditionPreempted = "Preempted"
 	// ConditionFinished is True once the job ended; its reason says how
 	// (Succeeded, Failed, DeadlineExceeded, PodDeleted).
 	ConditionFinished = "Finished"
@@ -253,6 +266,10 @@ type CvlabJobStatus struct {
 	// +optional
 	Admissions int32 `json:"admissions,omitempty"`
 
+	// preemptions counts how many times the job was evicted for a higher-ranked job.
+	// +optional
+	Preemptions int32 `json:"preemptions,omitempty"`
+
 	// admittedAt is when the job was last admitted.
 	// +optional
 	AdmittedAt *metav1.Time `json:"admittedAt,omitempty"`
@@ -270,7 +287,7 @@ type CvlabJobStatus struct {
 	// +optional
 	Message string `json:"message,omitempty"`
 
-	// conditions are Queued, Admitted, Running and Finished.
+	// conditions are Queued, Admitted, Running, Preempted and Finished.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

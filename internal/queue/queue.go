@@ -489,7 +489,10 @@ func (p *placement) preempt(s Snapshot, order []Entry, i int) (Preemption, time.
 		if p.alloc[n] < e.GPUs {
 			continue
 		}
-		enough := func(freed int32) bool { return p.free[n]+freed >= e.GPUs && p.capFree+freed >= e.GPUs }
+		// Without a capacity bound capFree is near math.MaxInt32: adding freed would overflow.
+		enough := func(freed int32) bool {
+			return p.free[n]+freed >= e.GPUs && (p.capacity < 0 || p.capFree+freed >= e.GPUs)
+		}
 		var chosen []int
 		var freed int32
 		holders := p.onNode[n]

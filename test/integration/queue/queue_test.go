@@ -18,6 +18,7 @@ import (
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/controllers"
+	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 	"github.com/epfl-cvlab/cvlab-queue/test/integration/framework"
 )
 
@@ -46,7 +47,7 @@ var _ = Describe("The fair-share queue", func() {
 	)
 	// start runs the operator with a GPU capacity for this test.
 	start := func(capacity int32) {
-		stop = fw.StartManager(controllers.Options{GPUCapacity: capacity, MaxHeadWait: 30 * time.Minute})
+		stop = fw.StartManager(controllers.Options{GPUCapacity: capacity, MaxHeadWait: 30 * time.Minute, Preemption: queue.PreemptNever})
 	}
 	create := func(name, user string, gpus int32, mutate ...func(*cvlabv1alpha1.CvlabJob)) *cvlabv1alpha1.CvlabJob {
 		j := framework.Job(ns, name, user, gpus)

@@ -1,0 +1,382 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/internal/notify"
+	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
+)
+
+// preemptionEvictions turns one preemption into evictions of its victims, and reserves the node
+// for the preemptor until it starts.
+func (r *QueueReconciler) preemptionEvictions(obs *observation, pr queue.Preemption, entries map[string]*queue.Entry, now time.Time) []eviction {
+	p, pe := obs.byKey[pr.Preemptor], entries[pr.Preemptor]
+	r.reserved[p.job.UID] = reservation{node: pr.Node, since: now}
+	var out []eviction
+	for _, k := range pr.Victims {
+		v, ve := obs.byKey[k], entries[k]
+		if v == nil || v.live == nil || ve == nil {
+			continue
+		}
+		msg := fmt.Sprintf("evicted for %s, %s's %s outrank%s your %s; back in the queue",
+			pr.Preemptor, p.job.Spec.User, gpuOrdinals(pe.FirstGPU, pe.LastGPU), plural(pe.FirstGPU == pe.LastGPU), gpuOrdinals(ve.FirstGPU, ve.LastGPU))
+		out = append(out, eviction{view: v, reason: ReasonPreempted, message: msg, preemptor: p, node: pr.Node})
+	}
+	return out
+}
+
+// evict writes each evicted job's status (back to Queued, and why), then deletes its pod with
+// the pod's grace period, and tells the owner: an event, the Preempted condition, the webhook.
+func (r *QueueReconciler) evict(ctx context.Context, obs *observation, evictions []eviction, entries map[string]*queue.Entry, now time.Time) []error {
+	var errs []error
+	for _, ev := range evictions {
+		v := ev.view
+		pod := v.live
+		v.phase = cvlabv1alpha1.PhaseQueued
+		want := r.desiredStatus(v, entries[v.key()], obs.cluster, now)
+		want.Message = ev.message
+		t := metav1.NewTime(now)
+		if ev.reason == ReasonPreempted {
+			want.Preemptions++
+			setPreempted(want, true, ReasonPreempted, ev.message, v.job.Generation, t)
+		}
+		if err := r.patchStatus(ctx, v, want); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		v.evicted = true
+		r.written[v.job.UID] = want
+		if err := r.client.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("deleting pod %s/%s: %w", pod.Namespace, pod.Name, err))
+			continue
+		}
+		r.evicted[v.job.UID] = pod.Name
+		if r.recorder != nil {
+			r.recorder.Eventf(v.job, ev.preemptorJob(), corev1.EventTypeWarning, ev.reason, "Evict", "%s", ev.message)
+		}
+		if ev.reason != ReasonPreempted {
+			r.backOff(v.job.UID, now)
+			continue
+		}
+		if r.recorder != nil {
+			r.recorder.Eventf(ev.preemptor.job, v.job, corev1.EventTypeNormal, "Preempting", "Evict",
+				"evicting %s (pod %s)%s to start", v.key(), pod.Name, nodeSuffix(ev.node))
+		}
+		if r.opts.Notifier != nil {
+			pe, ve := entries[ev.preemptor.key()], entries[v.key()]
+			r.opts.Notifier.Notify(notify.Preemption{
+				Text: fmt.Sprintf("%s: your job %s was %s", v.job.Spec.User, v.key(), ev.message),
+				Kind: "Preemption",
+				Victim: notify.JobRef{Namespace: v.job.Namespace, Name: v.job.Name, User: v.job.Spec.User,
+					UserGPUs: ve.UserGPUs()},
+				Preemptor: notify.JobRef{Namespace: ev.preemptor.job.Namespace, Name: ev.preemptor.job.Name,
+					User: ev.preemptor.job.Spec.User, UserGPUs: pe.UserGPUs()},
+				Node: ev.node, Reason: ev.message, Time: now.UTC(),
+			})
+		}
+	}
+	return errs
+}
+
+func (ev *eviction) preemptorJob() *cvlabv1alpha1.CvlabJob {
+	if ev.preemptor == nil {
+		return nil
+	}
+	return ev.preemptor.job
+}
+
+// createPod creates the pod of the job's next admission, pinned to node. A pod of that name that
+// already exists and belongs to the job counts as created: the cache had not shown it yet.
+func (r *QueueReconciler) createPod(ctx context.Context, v *jobView, hostname, node string, now time.Time) error {
+	n := v.lastAdmission + 1
+	pod := BuildPod(v.job, n, node, hostname)
+	err := r.client.Create(ctx, pod, FieldOwner)
+	if apierrors.IsAlreadyExists(err) {
+		var existing corev1.Pod
+		if gerr := r.apiReader.Get(ctx, client.ObjectKeyFromObject(pod), &existing); gerr != nil {
+			return fmt.Errorf("pod %s exists but cannot be read: %w", pod.Name, gerr)
+		}
+		if ref := metav1.GetControllerOf(&existing); ref == nil || ref.UID != v.job.UID {
+			return fmt.Errorf("a pod named %s already exists and does not belong to this job", pod.Name)
+		}
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("creating pod %s: %w", pod.Name, err)
+	}
+	r.expected[v.job.UID] = expectation{pod: pod.Name, since: now}
+	v.lastAdmission = n
+	v.node = node
+	return nil
+}
+
+// desiredStatus is the status the job should have after this decision.
+func (r *QueueReconciler) desiredStatus(v *jobView, e *queue.Entry, cluster clusterView, now time.Time) *cvlabv1alpha1.CvlabJobStatus {
+	if IsFinished(v.cur) {
+		return v.cur // final: never rewritten
+	}
+	st := v.cur.DeepCopy()
+	gen := v.job.Generation
+	t := metav1.NewTime(now)
+	st.ObservedGeneration = gen
+	st.QueuePosition, st.Rank, st.UserGPUs = nil, nil, ""
+	if e != nil {
+		st.Rank = ptrInt32(e.Rank)
+		st.UserGPUs = e.UserGPUs()
+	}
+
+	switch v.phase {
+	case cvlabv1alpha1.PhaseSucceeded, cvlabv1alpha1.PhaseFailed:
+		st.Phase = v.phase
+		st.Rank, st.UserGPUs = nil, ""
+		st.CompletionTime = &t
+		st.Message = v.finishMsg
+		setFinished(st, v.finishReason, v.finishMsg, gen, t)
+		setRunning(st, false, v.finishReason, v.finishMsg, gen, t)
+		setQueued(st, false, ReasonFinished, v.finishMsg, gen, t)
+
+	case cvlabv1alpha1.PhaseSuspended:
+		st.Phase = v.phase
+		st.Rank, st.UserGPUs = nil, ""
+		st.StartTime = nil
+		st.Message = "suspended by its owner: set spec.suspend to false to queue it again"
+		setQueued(st, false, ReasonSuspended, st.Message, gen, t)
+		setAdmitted(st, false, ReasonSuspended, st.Message, gen, t)
+		setRunning(st, false, ReasonSuspended, st.Message, gen, t)
+
+	case cvlabv1alpha1.PhaseAdmitted:
+		podName := PodName(v.job, v.lastAdmission)
+		if st.Admissions != v.lastAdmission || st.Phase != cvlabv1alpha1.PhaseAdmitted && st.Phase != cvlabv1alpha1.PhaseRunning {
+			st.Admissions = v.lastAdmission
+			st.AdmittedAt = &t
+			st.StartTime = nil
+		}
+		st.Phase = v.phase
+		st.PodName = podName
+		st.Message = fmt.Sprintf("admitted: pod %s created%s, waiting for it to start", podName, nodeSuffix(v.node))
+		setQueued(st, false, ReasonAdmitted, st.Message, gen, t)
+		setAdmitted(st, true, ReasonPodCreated, st.Message, gen, t)
+		setRunning(st, false, ReasonPodPending, st.Message, gen, t)
+		if meta.IsStatusConditionTrue(st.Conditions, cvlabv1alpha1.ConditionPreempted) {
+			setPreempted(st, false, ReasonReadmitted, "admitted again after being preempted", gen, t)
+		}
+
+	case cvlabv1alpha1.PhaseRunning:
+		st.Phase = v.phase
+		st.PodName = v.live.Name
+		st.Admissions = v.lastAdmission
+		if st.AdmittedAt == nil {
+			st.AdmittedAt = &t
+		}
+		if st.StartTime == nil {
+			st.StartTime = &t
+		}
+		st.Message = runningMessage(v, e)
+		setQueued(st, false, ReasonAdmitted, st.Message, gen, t)
+		setAdmitted(st, true, ReasonPodCreated, fmt.Sprintf("pod %s created", v.live.Name), gen, t)
+		setRunning(st, true, ReasonPodRunning, st.Message, gen, t)
+
+	case cvlabv1alpha1.PhaseQueued:
+		st.Phase = v.phase
+		st.StartTime = nil
+		switch {
+		case v.startErr != nil:
+			st.Message = fmt.Sprintf("waiting: the pod could not be created, will retry after %s: %v",
+				r.backoff[v.job.UID].until.UTC().Format(time.RFC3339), v.startErr)
+		case e != nil && e.Position > 0:
+			st.QueuePosition = ptrInt32(e.Position)
+			st.Message = waitingMessage(e, cluster.foreign)
+		case e != nil && e.Reason != "":
+			st.Message = "waiting: " + e.Reason
+		case v.job.Spec.GPUs > 0:
+			st.Message = "waiting for the next decision"
+		default:
+			st.Message = "waiting to be admitted"
+		}
+		setQueued(st, true, ReasonWaiting, st.Message, gen, t)
+		setAdmitted(st, false, ReasonWaiting, st.Message, gen, t)
+		setRunning(st, false, ReasonWaiting, st.Message, gen, t)
+	}
+	return st
+}
+
+func waitingMessage(e *queue.Entry, foreign int32) string {
+	ahead := "next in line"
+	switch e.Position {
+	case 0, 1:
+	case 2:
+		ahead = "1 job ahead"
+	default:
+		ahead = strconv.Itoa(e.Position-1) + " jobs ahead"
+	}
+	msg := fmt.Sprintf("waiting: %s; %s", e.Reason, ahead)
+	if foreign > 0 {
+		msg += fmt.Sprintf("; %d GPUs are used by pods outside the queue (foreign)", foreign)
+	}
+	return msg
+}
+
+func runningMessage(v *jobView, e *queue.Entry) string {
+	where := nodeSuffix(v.live.Spec.NodeName)
+	if e == nil {
+		return fmt.Sprintf("running: pod %s%s", v.live.Name, where)
+	}
+	return fmt.Sprintf("running: pod %s%s, on %s's GPU #%s", v.live.Name, where, v.job.Spec.User, e.UserGPUs())
+}
+
+func nodeSuffix(node string) string {
+	if node == "" {
+		return ""
+	}
+	return " on node " + node
+}
+
+// statusWrite is one status change to write; order puts the front of the queue first.
+type statusWrite struct {
+	view  *jobView
+	want  *cvlabv1alpha1.CvlabJobStatus
+	order int
+}
+
+func writeOrder(v *jobView, e *queue.Entry) int {
+	switch {
+	case v.phase == cvlabv1alpha1.PhaseAdmitted || v.phase == cvlabv1alpha1.PhaseRunning:
+		return 0
+	case e != nil && e.Position > 0:
+		return e.Position
+	default:
+		return 1 << 30
+	}
+}
+
+// patchStatus merge-patches the fields of a job's status that differ from its current one.
+func (r *QueueReconciler) patchStatus(ctx context.Context, v *jobView, want *cvlabv1alpha1.CvlabJobStatus) error {
+	base := v.job.DeepCopy()
+	base.Status = *v.cur
+	modified := base.DeepCopy()
+	modified.Status = *want
+	if err := r.client.Status().Patch(ctx, modified, client.MergeFrom(base), FieldOwner); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("writing status of %s: %w", v.key(), err)
+	}
+	return nil
+}
+
+// writeStatuses writes the changed statuses a few at a time, front of the queue first, and emits
+// an event for each phase change.
+func (r *QueueReconciler) writeStatuses(ctx context.Context, writes []statusWrite) []error {
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, r.opts.StatusWriters)
+	)
+	done := make([]bool, len(writes))
+	for i := range writes {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := r.patchStatus(ctx, writes[i].view, writes[i].want); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				return
+			}
+			done[i] = true
+		})
+	}
+	wg.Wait()
+	for i, w := range writes {
+		if done[i] {
+			r.written[w.view.job.UID] = w.want
+			r.recordPhaseEvent(w.view.job, w.view.cur, w.want)
+		}
+	}
+	return errs
+}
+
+func (r *QueueReconciler) recordPhaseEvent(job *cvlabv1alpha1.CvlabJob, old, cur *cvlabv1alpha1.CvlabJobStatus) {
+	if r.recorder == nil || old.Phase == cur.Phase {
+		return
+	}
+	typ, reason := corev1.EventTypeNormal, ""
+	switch cur.Phase {
+	case cvlabv1alpha1.PhaseQueued:
+		reason = "Queued"
+	case cvlabv1alpha1.PhaseAdmitted:
+		reason = "Admitted"
+	case cvlabv1alpha1.PhaseRunning:
+		reason = "Started"
+	case cvlabv1alpha1.PhaseSuspended:
+		reason = "Suspended"
+	case cvlabv1alpha1.PhaseSucceeded:
+		reason = "Finished"
+	case cvlabv1alpha1.PhaseFailed:
+		typ, reason = corev1.EventTypeWarning, "Finished"
+	default:
+		return
+	}
+	r.recorder.Eventf(job, nil, typ, reason, reason, "%s", cur.Message)
+}
+
+// podFailure explains a failed pod in a sentence.
+func podFailure(p *corev1.Pod) string {
+	for _, cs := range p.Status.ContainerStatuses {
+		if t := cs.State.Terminated; t != nil && t.ExitCode != 0 {
+			msg := fmt.Sprintf("pod %s failed: container %s exited with code %d", p.Name, cs.Name, t.ExitCode)
+			if t.Reason != "" {
+				msg += " (" + t.Reason + ")"
+			}
+			return msg
+		}
+	}
+	if p.Status.Message != "" {
+		return fmt.Sprintf("pod %s failed: %s", p.Name, p.Status.Message)
+	}
+	return fmt.Sprintf("pod %s failed", p.Name)
+}
+
+// gpuOrdinals names a user's GPU ordinals: "1st GPU", "2nd-3rd GPUs".
+func gpuOrdinals(first, last int32) string {
+	if first == last {
+		return ordinal(last) + " GPU"
+	}
+	return ordinal(first) + "-" + ordinal(last) + " GPUs"
+}
+
+func plural(single bool) string {
+	if single {
+		return "s"
+	}
+	return ""
+}
+
+// ordinal renders 1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st...
+func ordinal(n int32) string {
+	suffix := "th"
+	switch {
+	case n%100 >= 11 && n%100 <= 13:
+	case n%10 == 1:
+		suffix = "st"
+	case n%10 == 2:
+		suffix = "nd"
+	case n%10 == 3:
+		suffix = "rd"
+	}
+	return strconv.Itoa(int(n)) + suffix
+}
+
+func ptrInt32(n int) *int32 {
+	v := int32(n)
+	return &v
+}

@@ -1,0 +1,381 @@
+package controllers
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+
+	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
+)
+
+// clusterView is the GPU capacity as observed at the start of a decision.
+type clusterView struct {
+	// nodeAware is true when some selected node advertises nvidia.com/gpu: jobs are then placed
+	// on Ready nodes. Otherwise the queue is a pool of --gpu-capacity GPUs.
+	nodeAware bool
+	nodes     []queue.Node
+	// hostnames maps a node name to its kubernetes.io/hostname label, used in the pod's affinity.
+	hostnames map[string]string
+	// busy are GPUs held outside active jobs, by node ("" in pool mode or when unbound).
+	busy map[string]int32
+	// foreign are GPUs held by pods the operator does not own.
+	foreign int32
+}
+
+// jobView is one job as observed at the start of a decision.
+type jobView struct {
+	job *cvlabv1alpha1.CvlabJob
+	// cur is the job's current status (our last write, or the cache's).
+	cur *cvlabv1alpha1.CvlabJobStatus
+	// live is the job's current pod (not being deleted), if any.
+	live *corev1.Pod
+	// node is where the job's GPUs are when it holds them.
+	node string
+	// phase is where the job stands now, before this decision's admissions.
+	phase cvlabv1alpha1.JobPhase
+	// finishReason and finishMsg explain a job that finished in this observation.
+	finishReason, finishMsg string
+	// lastAdmission is the highest admission number seen in status or on pods.
+	lastAdmission int32
+	// startErr is why its pod could not be created in this decision.
+	startErr error
+	// evicted is set when this decision stops its pod and requeues it; requeueMsg says why.
+	evicted    bool
+	requeueMsg string
+	preemptor  string
+}
+
+func (v *jobView) key() string { return v.job.Namespace + "/" + v.job.Name }
+
+// eviction stops a job's pod and puts the job back in the queue.
+type eviction struct {
+	view *jobView
+	// reason is the event reason (Preempted, Unschedulable); message the sentence for the owner.
+	reason, message string
+	preemptor       *jobView
+	node            string
+}
+
+// observation is everything one decision reads.
+type observation struct {
+	views    []*jobView
+	byKey    map[string]*jobView
+	cluster  clusterView
+	toDelete []*corev1.Pod
+	// requeues are admitted jobs whose pod stayed unschedulable too long.
+	requeues []eviction
+	// wakeups are times at which the decision changes by itself (unschedulable deadlines).
+	wakeups []time.Time
+}
+
+func (r *QueueReconciler) observe(jobs []cvlabv1alpha1.CvlabJob, pods []corev1.Pod, nodes []corev1.Node, now time.Time) *observation {
+	obs := &observation{byKey: make(map[string]*jobView, len(jobs))}
+	byUID := make(map[types.UID]*cvlabv1alpha1.CvlabJob, len(jobs))
+	for i := range jobs {
+		byUID[jobs[i].UID] = &jobs[i]
+	}
+	forgetGone(r.written, byUID)
+	forgetGone(r.expected, byUID)
+	forgetGone(r.evicted, byUID)
+	forgetGone(r.reserved, byUID)
+	forgetGone(r.backoff, byUID)
+
+	obs.cluster = r.observeNodes(nodes)
+	podsOf := map[types.UID][]*corev1.Pod{}
+	for i := range pods {
+		p := &pods[i]
+		ref := metav1.GetControllerOf(p)
+		if ref != nil && ref.Kind == "CvlabJob" && ref.APIVersion == cvlabv1alpha1.GroupVersion.String() {
+			if _, ok := byUID[ref.UID]; ok {
+				podsOf[ref.UID] = append(podsOf[ref.UID], p)
+			} else if p.DeletionTimestamp == nil {
+				obs.toDelete = append(obs.toDelete, p) // its job is gone
+			}
+			continue
+		}
+		if g := podGPUs(p); g > 0 && !podFinished(p) && p.Spec.NodeName != "" {
+			obs.cluster.foreign += g
+			obs.cluster.busy[obs.cluster.nodeOf(p.Spec.NodeName)] += g
+		}
+	}
+
+	for i := range jobs {
+		v := r.observeJob(obs, &jobs[i], podsOf[jobs[i].UID], now)
+		obs.views = append(obs.views, v)
+		obs.byKey[v.key()] = v
+	}
+	return obs
+}
+
+// forgetGone drops what the loop remembers of deleted jobs.
+func forgetGone[V any](m map[types.UID]V, jobs map[types.UID]*cvlabv1alpha1.CvlabJob) {
+	for uid := range m {
+		if _, ok := jobs[uid]; !ok {
+			delete(m, uid)
+		}
+	}
+}
+
+// observeNodes reads capacity off the selected nodes.
+func (r *QueueReconciler) observeNodes(nodes []corev1.Node) clusterView {
+	c := clusterView{hostnames: map[string]string{}, busy: map[string]int32{}}
+	for i := range nodes {
+		n := &nodes[i]
+		if !r.opts.NodeSelector.Matches(labels.Set(n.Labels)) {
+			continue
+		}
+		q, ok := n.Status.Allocatable[ResourceGPU]
+		if !ok {
+			continue
+		}
+		c.nodeAware = true
+		if !nodeSchedulable(n) || q.Value() <= 0 {
+			continue
+		}
+		c.nodes = append(c.nodes, queue.Node{Name: n.Name, GPUs: int32(q.Value())})
+		c.hostnames[n.Name] = n.Name
+		if h := n.Labels[corev1.LabelHostname]; h != "" {
+			c.hostnames[n.Name] = h
+		}
+	}
+	return c
+}
+
+// nodeOf is the node a pod's GPUs count on: "" in pool mode.
+func (c *clusterView) nodeOf(name string) string {
+	if !c.nodeAware {
+		return ""
+	}
+	return name
+}
+
+// nodeSchedulable: Ready, not cordoned.
+func nodeSchedulable(n *corev1.Node) bool {
+	if n.Spec.Unschedulable {
+		return false
+	}
+	for _, cond := range n.Status.Conditions {
+		if cond.Type == corev1.NodeReady {
+			return cond.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// nodeCapacityKey sums up what of a node matters to the queue, to ignore heartbeat updates.
+func nodeCapacityKey(n *corev1.Node) string {
+	q := n.Status.Allocatable[ResourceGPU]
+	return fmt.Sprintf("%v/%s/%s", nodeSchedulable(n), q.String(), labels.Set(n.Labels).String())
+}
+
+// observeJob derives where a job stands from its status and pods.
+func (r *QueueReconciler) observeJob(obs *observation, job *cvlabv1alpha1.CvlabJob, pods []*corev1.Pod, now time.Time) *jobView {
+	v := &jobView{job: job, cur: &job.Status}
+	if w, ok := r.written[job.UID]; ok {
+		v.cur = w
+	}
+	v.lastAdmission = v.cur.Admissions
+
+	evictedPod, evicting := r.evicted[job.UID]
+	seenEvicted := false
+	for _, p := range pods {
+		v.lastAdmission = max(v.lastAdmission, podAdmission(p))
+		gone := p.DeletionTimestamp != nil
+		if evicting && p.Name == evictedPod {
+			seenEvicted = !gone
+			gone = true // deleted by us; the cache may not show it yet
+		}
+		if gone {
+			if !podFinished(p) {
+				obs.cluster.busy[obs.cluster.nodeOf(podNode(p))] += podGPUs(p)
+			}
+			continue
+		}
+		if v.live == nil || podAdmission(p) > podAdmission(v.live) {
+			if v.live != nil && !podFinished(v.live) {
+				obs.toDelete = append(obs.toDelete, v.live)
+			}
+			v.live = p
+		} else if !podFinished(p) {
+			obs.toDelete = append(obs.toDelete, p)
+		}
+	}
+	if evicting && !seenEvicted {
+		delete(r.evicted, job.UID)
+	}
+	if e, ok := r.expected[job.UID]; ok && (v.live != nil && v.live.Name == e.pod || now.Sub(e.since) > expectationTimeout) {
+		delete(r.expected, job.UID)
+	}
+	_, expected := r.expected[job.UID]
+
+	switch {
+	case IsFinished(v.cur):
+		v.phase = v.cur.Phase
+	case v.live != nil && v.live.Status.Phase == corev1.PodSucceeded:
+		v.phase = cvlabv1alpha1.PhaseSucceeded
+		v.finishReason, v.finishMsg = ReasonSucceeded, fmt.Sprintf("pod %s succeeded", v.live.Name)
+	case v.live != nil && v.live.Status.Phase == corev1.PodFailed:
+		v.phase = cvlabv1alpha1.PhaseFailed
+		v.finishReason, v.finishMsg = ReasonFailed, podFailure(v.live)
+		if v.live.Status.Reason == "DeadlineExceeded" {
+			v.finishReason = ReasonDeadlineExceeded
+			v.finishMsg = fmt.Sprintf("pod %s was stopped after the job's timeout of %s", v.live.Name, job.Spec.Timeout.Duration)
+		}
+	case job.Spec.Suspend:
+		v.phase = cvlabv1alpha1.PhaseSuspended
+		if v.live != nil {
+			obs.toDelete = append(obs.toDelete, v.live)
+			obs.cluster.busy[obs.cluster.nodeOf(podNode(v.live))] += podGPUs(v.live)
+			v.live = nil
+		}
+	case v.live != nil:
+		v.node = podNode(v.live)
+		v.phase = cvlabv1alpha1.PhaseAdmitted
+		if v.live.Status.Phase == corev1.PodRunning {
+			v.phase = cvlabv1alpha1.PhaseRunning
+			delete(r.backoff, job.UID)
+		} else if since, ok := unschedulableSince(v.live); ok {
+			if deadline := since.Add(r.opts.UnschedulableTimeout); now.Before(deadline) {
+				obs.wakeups = append(obs.wakeups, deadline)
+			} else {
+				obs.requeues = append(obs.requeues, eviction{view: v, reason: "Unschedulable", message: fmt.Sprintf(
+					"pod %s could not be scheduled for %s (%s); requeued", v.live.Name, r.opts.UnschedulableTimeout, unschedulableMessage(v.live))})
+			}
+		}
+	case expected:
+		v.phase = cvlabv1alpha1.PhaseAdmitted
+	case evicting:
+		v.phase = cvlabv1alpha1.PhaseQueued // its pod was stopped on purpose
+	case v.cur.Phase == cvlabv1alpha1.PhaseAdmitted || v.cur.Phase == cvlabv1alpha1.PhaseRunning:
+		v.phase = cvlabv1alpha1.PhaseFailed
+		v.finishReason = ReasonPodDeleted
+		v.finishMsg = fmt.Sprintf("pod %s was deleted before the job finished", v.cur.PodName)
+	default:
+		v.phase = cvlabv1alpha1.PhaseQueued
+	}
+	if v.phase != cvlabv1alpha1.PhaseQueued {
+		delete(r.reserved, job.UID)
+	}
+	return v
+}
+
+// snapshot is the engine's input.
+func (obs *observation) snapshot(r *QueueReconciler, now time.Time) queue.Snapshot {
+	s := queue.Snapshot{
+		Now: now, MaxHeadWait: r.opts.MaxHeadWait, Head: r.head, HeadSince: r.headSince,
+		Preemption: r.opts.Preemption, MinRuntime: r.opts.MinRuntime, Capacity: r.opts.GPUCapacity,
+		Reserved: map[string]string{},
+	}
+	if obs.cluster.nodeAware {
+		s.Nodes = make([]queue.Node, 0, len(obs.cluster.nodes))
+		for _, n := range obs.cluster.nodes {
+			n.Busy = obs.cluster.busy[n.Name]
+			s.Nodes = append(s.Nodes, n)
+		}
+	} else {
+		s.Capacity = max(r.opts.GPUCapacity, 0)
+		s.PoolBusy = obs.cluster.busy[""]
+	}
+	for _, v := range obs.views {
+		j := queue.Job{
+			Key: v.key(), User: v.job.Spec.User, Priority: v.job.Spec.Priority,
+			Created: v.job.CreationTimestamp.Time, GPUs: v.job.Spec.GPUs, Node: v.node,
+		}
+		switch v.phase {
+		case cvlabv1alpha1.PhaseQueued:
+			j.State = queue.Waiting
+			j.NotBefore = r.backoff[v.job.UID].until
+			if res, ok := r.reserved[v.job.UID]; ok {
+				if now.Sub(res.since) > reservationTimeout {
+					delete(r.reserved, v.job.UID)
+				} else {
+					s.Reserved[v.key()] = res.node
+				}
+			}
+		case cvlabv1alpha1.PhaseAdmitted, cvlabv1alpha1.PhaseRunning:
+			j.State = queue.Holding
+			if v.phase == cvlabv1alpha1.PhaseRunning && v.cur.StartTime != nil {
+				j.Started = v.cur.StartTime.Time
+			}
+		default:
+			continue
+		}
+		s.Jobs = append(s.Jobs, j)
+	}
+	return s
+}
+
+// requeueAfter is when the loop must run again with no other trigger.
+func (obs *observation) requeueAfter(wakeup, now time.Time) time.Duration {
+	times := append(slices.Clone(obs.wakeups), now.Add(expectationTimeout))
+	if !wakeup.IsZero() {
+		times = append(times, wakeup)
+	}
+	return max(slices.MinFunc(times, func(a, b time.Time) int { return a.Compare(b) }).Sub(now), time.Millisecond)
+}
+
+// podNode is the node a pod runs on, or the node the queue assigned it to.
+func podNode(p *corev1.Pod) string {
+	if p.Spec.NodeName != "" {
+		return p.Spec.NodeName
+	}
+	return p.Annotations[AnnotationNode]
+}
+
+// unschedulableSince tells since when the scheduler has been failing to place a pod.
+func unschedulableSince(p *corev1.Pod) (time.Time, bool) {
+	if p.Spec.NodeName != "" {
+		return time.Time{}, false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+			return c.LastTransitionTime.Time, true
+		}
+	}
+	return time.Time{}, false
+}
+
+func unschedulableMessage(p *corev1.Pod) string {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Message != "" {
+			return c.Message
+		}
+	}
+	return "no reason given"
+}
+
+func podFinished(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+}
+
+func podAdmission(p *corev1.Pod) int32 {
+	n, _ := strconv.ParseInt(p.Labels[LabelAdmission], 10, 32)
+	return int32(n)
+}
+
+// podGPUs is the nvidia.com/gpu a pod holds: the larger of its containers' sum and its init
+// containers' maximum, counting limits or, failing them, requests.
+func podGPUs(p *corev1.Pod) int32 {
+	get := func(c *corev1.Container) int64 {
+		if q, ok := c.Resources.Limits[ResourceGPU]; ok {
+			return q.Value()
+		}
+		q := c.Resources.Requests[ResourceGPU]
+		return q.Value()
+	}
+	var sum, initMax int64
+	for i := range p.Spec.Containers {
+		sum += get(&p.Spec.Containers[i])
+	}
+	for i := range p.Spec.InitContainers {
+		initMax = max(initMax, get(&p.Spec.InitContainers[i]))
+	}
+	return int32(max(sum, initMax))
+}
