@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
@@ -22,7 +23,6 @@ import (
 // for the preemptor until it starts.
 func (r *QueueReconciler) preemptionEvictions(obs *observation, pr queue.Preemption, entries map[string]*queue.Entry, now time.Time) []eviction {
 	p, pe := obs.byKey[pr.Preemptor], entries[pr.Preemptor]
-	r.reserved[p.job.UID] = reservation{node: pr.Node, since: now}
 	var out []eviction
 	for _, k := range pr.Victims {
 		v, ve := obs.byKey[k], entries[k]
@@ -89,7 +89,9 @@ func (r *QueueReconciler) evict(ctx context.Context, obs *observation, evictions
 	return errs
 }
 
-func (ev *eviction) preemptorJob() *cvlabv1alpha1.CvlabJob {
+// preemptorJob is the event's related object: none for an unschedulable requeue. It returns an
+// untyped nil then, since a typed nil pointer in the interface would make the recorder panic.
+func (ev *eviction) preemptorJob() runtime.Object {
 	if ev.preemptor == nil {
 		return nil
 	}

@@ -23,8 +23,9 @@ type clusterView struct {
 	nodes     []queue.Node
 	// hostnames maps a node name to its kubernetes.io/hostname label, used in the pod's affinity.
 	hostnames map[string]string
-	// busy are GPUs held outside active jobs, by node ("" in pool mode or when unbound).
-	busy map[string]int32
+	// busy are GPUs held outside active jobs, by node ("" in pool mode or when unbound);
+	// terminating the part of them held by the queue's own pods being stopped.
+	busy, terminating map[string]int32
 	// foreign are GPUs held by pods the operator does not own.
 	foreign int32
 }
@@ -125,7 +126,7 @@ func forgetGone[V any](m map[types.UID]V, jobs map[types.UID]*cvlabv1alpha1.Cvla
 
 // observeNodes reads capacity off the selected nodes.
 func (r *QueueReconciler) observeNodes(nodes []corev1.Node) clusterView {
-	c := clusterView{hostnames: map[string]string{}, busy: map[string]int32{}}
+	c := clusterView{hostnames: map[string]string{}, busy: map[string]int32{}, terminating: map[string]int32{}}
 	for i := range nodes {
 		n := &nodes[i]
 		if !r.opts.NodeSelector.Matches(labels.Set(n.Labels)) {
@@ -154,6 +155,13 @@ func (c *clusterView) nodeOf(name string) string {
 		return ""
 	}
 	return name
+}
+
+// stopping counts the GPUs of one of the queue's pods being stopped: held until it is gone.
+func (c *clusterView) stopping(p *corev1.Pod) {
+	n := c.nodeOf(podNode(p))
+	c.busy[n] += podGPUs(p)
+	c.terminating[n] += podGPUs(p)
 }
 
 // nodeSchedulable: Ready, not cordoned.
@@ -194,7 +202,7 @@ func (r *QueueReconciler) observeJob(obs *observation, job *cvlabv1alpha1.CvlabJ
 		}
 		if gone {
 			if !podFinished(p) {
-				obs.cluster.busy[obs.cluster.nodeOf(podNode(p))] += podGPUs(p)
+				obs.cluster.stopping(p)
 			}
 			continue
 		}
@@ -232,7 +240,7 @@ func (r *QueueReconciler) observeJob(obs *observation, job *cvlabv1alpha1.CvlabJ
 		v.phase = cvlabv1alpha1.PhaseSuspended
 		if v.live != nil {
 			obs.toDelete = append(obs.toDelete, v.live)
-			obs.cluster.busy[obs.cluster.nodeOf(podNode(v.live))] += podGPUs(v.live)
+			obs.cluster.stopping(v.live)
 			v.live = nil
 		}
 	case v.live != nil:
@@ -260,9 +268,6 @@ func (r *QueueReconciler) observeJob(obs *observation, job *cvlabv1alpha1.CvlabJ
 	default:
 		v.phase = cvlabv1alpha1.PhaseQueued
 	}
-	if v.phase != cvlabv1alpha1.PhaseQueued {
-		delete(r.reserved, job.UID)
-	}
 	return v
 }
 
@@ -276,12 +281,12 @@ func (obs *observation) snapshot(r *QueueReconciler, now time.Time) queue.Snapsh
 	if obs.cluster.nodeAware {
 		s.Nodes = make([]queue.Node, 0, len(obs.cluster.nodes))
 		for _, n := range obs.cluster.nodes {
-			n.Busy = obs.cluster.busy[n.Name]
+			n.Busy, n.Terminating = obs.cluster.busy[n.Name], obs.cluster.terminating[n.Name]
 			s.Nodes = append(s.Nodes, n)
 		}
 	} else {
 		s.Capacity = max(r.opts.GPUCapacity, 0)
-		s.PoolBusy = obs.cluster.busy[""]
+		s.PoolBusy, s.PoolTerminating = obs.cluster.busy[""], obs.cluster.terminating[""]
 	}
 	for _, v := range obs.views {
 		j := queue.Job{
@@ -292,12 +297,8 @@ func (obs *observation) snapshot(r *QueueReconciler, now time.Time) queue.Snapsh
 		case cvlabv1alpha1.PhaseQueued:
 			j.State = queue.Waiting
 			j.NotBefore = r.backoff[v.job.UID].until
-			if res, ok := r.reserved[v.job.UID]; ok {
-				if now.Sub(res.since) > reservationTimeout {
-					delete(r.reserved, v.job.UID)
-				} else {
-					s.Reserved[v.key()] = res.node
-				}
+			if res, ok := r.reserved[v.job.UID]; ok && now.Sub(res.since) <= reservationTimeout {
+				s.Reserved[v.key()] = res.node
 			}
 		case cvlabv1alpha1.PhaseAdmitted, cvlabv1alpha1.PhaseRunning:
 			j.State = queue.Holding

@@ -39,9 +39,8 @@ const (
 	expectationTimeout = time.Minute
 	// reservationTimeout bounds how long a preemptor keeps GPUs that its victims free.
 	reservationTimeout = 15 * time.Minute
-	// backoffBase and backoffMax bound the wait before a job whose start failed is tried again.
-	backoffBase = 10 * time.Second
-	backoffMax  = 10 * time.Minute
+	// backoffMax bounds the wait before a job whose start failed is tried again.
+	backoffMax = 10 * time.Minute
 )
 
 // queueRequest is the one request of the decision loop: every watched change enqueues it, and the
@@ -65,6 +64,9 @@ type Options struct {
 	MinRuntime time.Duration
 	// Notifier tells owners about preemptions (besides events and conditions); may be nil.
 	Notifier notify.Notifier
+	// BackoffBase is the first wait before a job whose start failed (pod creation refused, pod
+	// unschedulable) is tried again; it doubles with each failure, up to 10m. Default 10s.
+	BackoffBase time.Duration
 	// StatusWriters is how many status writes run at once.
 	StatusWriters int
 	// Clock is the time source; a fake one in tests.
@@ -122,6 +124,9 @@ func NewQueueReconciler(c client.Client, apiReader client.Reader, recorder event
 	}
 	if opts.NodeSelector == nil {
 		opts.NodeSelector = labels.Everything()
+	}
+	if opts.BackoffBase <= 0 {
+		opts.BackoffBase = 10 * time.Second
 	}
 	if opts.UnschedulableTimeout <= 0 {
 		opts.UnschedulableTimeout = 5 * time.Minute
@@ -195,14 +200,21 @@ func (r *QueueReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (r
 	// Decide.
 	d := queue.Decide(obs.snapshot(r, now))
 	r.head, r.headSince = d.Head, d.HeadSince
+	r.keepReservations(obs, d, now)
 
 	// Act and record.
 	errs := r.apply(ctx, obs, d, now)
+	if len(errs) > 0 && ctx.Err() != nil {
+		return reconcile.Result{}, nil // shutting down: the next leader decides again
+	}
 	if len(errs) > 0 {
 		log.FromContext(ctx).Error(errs[0], "decision applied with errors", "errors", len(errs))
 		return reconcile.Result{}, errors.Join(errs...)
 	}
-	return reconcile.Result{RequeueAfter: obs.requeueAfter(d.Wakeup, now)}, nil
+	res := reconcile.Result{RequeueAfter: obs.requeueAfter(d.Wakeup, now)}
+	log.FromContext(ctx).V(1).Info("decided", "jobs", len(obs.views), "admitted", countAdmitted(d),
+		"preemptions", len(d.Preemptions), "free", d.Free, "head", d.Head, "requeueAfter", res.RequeueAfter)
+	return res, nil
 }
 
 // apply carries out a decision: evictions (status first, so that a requeued job never looks
@@ -247,7 +259,6 @@ func (r *QueueReconciler) apply(ctx context.Context, obs *observation, d queue.D
 			r.backOff(v.job.UID, now)
 			continue
 		}
-		delete(r.reserved, v.job.UID)
 		v.phase = cvlabv1alpha1.PhaseAdmitted
 	}
 
@@ -269,11 +280,36 @@ func (r *QueueReconciler) apply(ctx context.Context, obs *observation, d queue.D
 	return append(errs, r.writeStatuses(ctx, writes)...)
 }
 
+// keepReservations remembers the GPUs promised to preemptors, as the engine left them; a promise
+// that lasts longer than reservationTimeout (a victim that never stops) is dropped.
+func (r *QueueReconciler) keepReservations(obs *observation, d queue.Decision, now time.Time) {
+	next := make(map[types.UID]reservation, len(d.Reserved))
+	for key, node := range d.Reserved {
+		v := obs.byKey[key]
+		res := reservation{node: node, since: now}
+		if old, ok := r.reserved[v.job.UID]; ok && old.node == node {
+			res.since = old.since
+		}
+		next[v.job.UID] = res
+	}
+	r.reserved = next
+}
+
+func countAdmitted(d queue.Decision) int {
+	n := len(d.AdmitCPU)
+	for _, e := range d.Order {
+		if e.Admit {
+			n++
+		}
+	}
+	return n
+}
+
 // backOff holds a job back after a failed start, doubling the wait each time.
 func (r *QueueReconciler) backOff(uid types.UID, now time.Time) {
 	b := r.backoff[uid]
 	b.failures++
-	wait := backoffBase << min(b.failures-1, 10)
+	wait := r.opts.BackoffBase << min(b.failures-1, 10)
 	b.until = now.Add(min(wait, backoffMax))
 	r.backoff[uid] = b
 }

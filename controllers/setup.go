@@ -28,4 +28,3 @@ func ParsePreemption(s string) (queue.Policy, error) {
 	}
 	return 0, fmt.Errorf("--preemption must be FirstGPU, Rank or Never, not %q", s)
 }
-

@@ -83,6 +83,9 @@ type Node struct {
 	// Busy are GPUs taken by pods that are not active jobs: other people's pods, and the
 	// queue's pods being deleted.
 	Busy int32
+	// Terminating are the part of Busy held by the queue's pods being stopped: they will be
+	// free soon, so a preemptor may count on them instead of evicting more jobs.
+	Terminating int32
 }
 
 // Snapshot is everything a decision depends on.
@@ -94,8 +97,9 @@ type Snapshot struct {
 	// Capacity is the number of GPUs the queue may hand out: the pool's size, or with Nodes an
 	// upper bound on the GPUs its jobs hold (negative: no bound).
 	Capacity int32
-	// PoolBusy are the pool's GPUs held outside the active jobs (pods being deleted).
-	PoolBusy int32
+	// PoolBusy are the pool's GPUs held outside the active jobs, of which PoolTerminating by
+	// the queue's pods being stopped (see Node).
+	PoolBusy, PoolTerminating int32
 	// Now is the decision time.
 	Now time.Time
 	// MaxHeadWait is how long the first waiting job may be passed by smaller jobs behind it
@@ -161,6 +165,10 @@ type Decision struct {
 	Wakeup time.Time
 	// Preemptions are the evictions this decision asks for.
 	Preemptions []Preemption
+	// Reserved maps each waiting preemptor's key to the node whose GPUs are promised to it:
+	// the previous reservations still waiting, and the new ones. Pass it back in the next
+	// Snapshot.
+	Reserved map[string]string
 }
 
 // CompareInUser orders the jobs of one user: higher priority first, then the earlier job, then
@@ -242,15 +250,14 @@ func Decide(s Snapshot) Decision {
 			continue
 		}
 		// A preemptor's reservation is its own to use.
-		reservedNode, reserved := p.reserved[e.Key]
+		res, reserved := p.reserved[e.Key]
+		reservedNode := res.node
 		if reserved {
-			p.free[reservedNode] += e.GPUs
-			p.capFree += e.GPUs
+			p.release(res)
 		}
 		keepReservation := func() {
 			if reserved {
-				p.free[reservedNode] -= e.GPUs
-				p.capFree -= e.GPUs
+				p.claim(res)
 			}
 		}
 		switch {
@@ -280,11 +287,16 @@ func Decide(s Snapshot) Decision {
 			continue
 		}
 		if eligible(s.Preemption, e) {
+			if n, ok := p.fitSoon(e.GPUs); ok {
+				// GPUs being freed are enough: promise them, evict no one.
+				p.reserved[e.Key] = p.reserve(n, e.GPUs)
+				e.Node = n
+				e.Reason = "waiting for GPUs being freed" + onNode(n)
+				continue
+			}
 			pr, at, ok := p.preempt(s, d.Order, i)
 			if ok {
 				d.Preemptions = append(d.Preemptions, pr)
-				p.free[pr.Node] -= e.GPUs
-				p.capFree -= e.GPUs
 				e.Node = pr.Node
 				e.Reason = fmt.Sprintf("preempting %d lower-ranked job(s)%s", len(pr.Victims), onNode(pr.Node))
 				continue
@@ -312,6 +324,14 @@ func Decide(s Snapshot) Decision {
 		}
 	}
 	d.Free = p.totalFree()
+	if len(p.reserved) > 0 {
+		d.Reserved = make(map[string]string, len(p.reserved))
+		for _, e := range d.Order {
+			if c, ok := p.reserved[e.Key]; ok && e.State == Waiting && !e.Admit {
+				d.Reserved[e.Key] = c.node
+			}
+		}
+	}
 
 	pos := 0
 	for i := range d.Order {
@@ -350,21 +370,53 @@ type placement struct {
 	capacity int32 // upper bound on held GPUs; negative: none
 	capFree  int32
 	used     int32
+	// soon are GPUs being freed by pods that are stopping, by node: promised to no one yet.
+	soon     map[string]int32
 	onNode   map[string][]int // indices into the order of Holding jobs, by node
 	evicting map[string]bool
-	reserved map[string]string
+	reserved map[string]claim
+}
+
+// claim is what a preemptor holds on a node: GPUs promised out of those being freed (soon) and
+// out of those free now.
+type claim struct {
+	node           string
+	fromSoon, free int32
+}
+
+// reserve promises g GPUs of node n to a preemptor: those free now first, then those being
+// freed. Reservations are made in rank order, so a higher-ranked preemptor gets the GPUs that
+// are free first and starts first.
+func (p *placement) reserve(n string, g int32) claim {
+	c := claim{node: n, free: min(g, max(p.free[n], 0))}
+	c.fromSoon = g - c.free
+	p.claim(c)
+	return c
+}
+
+func (p *placement) claim(c claim) {
+	p.soon[c.node] -= c.fromSoon
+	p.free[c.node] -= c.free
+	p.capFree -= c.fromSoon + c.free
+}
+
+func (p *placement) release(c claim) {
+	p.soon[c.node] += c.fromSoon
+	p.free[c.node] += c.free
+	p.capFree += c.fromSoon + c.free
 }
 
 func newPlacement(s Snapshot, order []Entry) *placement {
 	p := &placement{
 		pool: s.Nodes == nil, alloc: map[string]int32{}, free: map[string]int32{},
-		onNode: map[string][]int{}, evicting: map[string]bool{}, reserved: map[string]string{},
+		soon: map[string]int32{}, onNode: map[string][]int{}, evicting: map[string]bool{}, reserved: map[string]claim{},
 		capacity: s.Capacity, capFree: math.MaxInt32,
 	}
 	if p.pool {
 		p.nodes = []string{""}
 		p.alloc[""] = s.Capacity
 		p.free[""] = s.Capacity - s.PoolBusy
+		p.soon[""] = s.PoolTerminating
 		p.largest = s.Capacity
 		p.capacity = -1
 	} else {
@@ -372,6 +424,7 @@ func newPlacement(s Snapshot, order []Entry) *placement {
 			p.nodes = append(p.nodes, n.Name)
 			p.alloc[n.Name] = n.GPUs
 			p.free[n.Name] = n.GPUs - n.Busy
+			p.soon[n.Name] = n.Terminating
 			p.largest = max(p.largest, n.GPUs)
 		}
 		slices.Sort(p.nodes)
@@ -391,27 +444,24 @@ func newPlacement(s Snapshot, order []Entry) *placement {
 		}
 		if e.Evicting {
 			p.evicting[e.Key] = true
+			if _, ok := p.free[node]; ok {
+				p.soon[node] += e.GPUs
+			}
 		}
 	}
 	if p.capacity >= 0 {
 		p.capFree = p.capacity - p.used
 	}
-	waiting := map[string]int32{}
-	for _, e := range order {
-		if e.State == Waiting {
-			waiting[e.Key] = e.GPUs
+	for _, e := range order { // in rank order: see reserve
+		node, ok := s.Reserved[e.Key]
+		if !ok || e.State != Waiting {
+			continue
 		}
-	}
-	for key, node := range s.Reserved {
 		if p.pool {
 			node = ""
 		}
-		if g, ok := waiting[key]; ok {
-			if _, ok := p.free[node]; ok {
-				p.reserved[key] = node
-				p.free[node] -= g
-				p.capFree -= g
-			}
+		if _, ok := p.free[node]; ok {
+			p.reserved[e.Key] = p.reserve(node, e.GPUs)
 		}
 	}
 	return p
@@ -429,6 +479,20 @@ func (p *placement) fit(g int32, prefer string, hasPrefer bool) (string, bool) {
 	best, found := "", false
 	for _, n := range p.nodes {
 		if f := p.free[n]; f >= g && (!found || f < p.free[best]) {
+			best, found = n, true
+		}
+	}
+	return best, found
+}
+
+// fitSoon finds a node where the GPUs free now and those being freed cover g (best fit).
+func (p *placement) fitSoon(g int32) (string, bool) {
+	if p.capFree < g {
+		return "", false
+	}
+	best, found := "", false
+	for _, n := range p.nodes {
+		if f := p.free[n] + p.soon[n]; p.soon[n] > 0 && f >= g && (!found || f < p.free[best]+p.soon[best]) {
 			best, found = n, true
 		}
 	}
@@ -491,7 +555,7 @@ func (p *placement) preempt(s Snapshot, order []Entry, i int) (Preemption, time.
 		}
 		// Without a capacity bound capFree is near math.MaxInt32: adding freed would overflow.
 		enough := func(freed int32) bool {
-			return p.free[n]+freed >= e.GPUs && (p.capacity < 0 || p.capFree+freed >= e.GPUs)
+			return p.free[n]+p.soon[n]+freed >= e.GPUs && (p.capacity < 0 || p.capFree+freed >= e.GPUs)
 		}
 		var chosen []int
 		var freed int32
@@ -529,10 +593,16 @@ func (p *placement) preempt(s Snapshot, order []Entry, i int) (Preemption, time.
 		return Preemption{}, wakeAt, false
 	}
 	pr := Preemption{Preemptor: e.Key, Node: bestNode}
+	var freed int32
 	for _, j := range bestChosen {
 		pr.Victims = append(pr.Victims, order[j].Key)
 		p.evicting[order[j].Key] = true
+		freed += order[j].GPUs
 	}
+	// The victims' GPUs will be free soon; the preemptor's claim comes out of them first. Within
+	// this decision they still count against the capacity bound.
+	p.soon[bestNode] += freed
+	p.reserved[e.Key] = p.reserve(bestNode, e.GPUs)
 	return pr, time.Time{}, true
 }
 

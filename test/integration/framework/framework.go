@@ -10,9 +10,11 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -163,4 +165,63 @@ func zapLevel() zapcore.Level {
 		return zapcore.DebugLevel
 	}
 	return zapcore.ErrorLevel
+}
+
+// CreateGPUNode creates a Ready node advertising gpus nvidia.com/gpu, deleted when the test ends.
+func (f *Framework) CreateGPUNode(ctx context.Context, name string, gpus int64) {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{corev1.LabelHostname: name}}}
+	Expect(f.Client.Create(ctx, n)).To(Succeed())
+	ginkgo.DeferCleanup(func() { Expect(client.IgnoreNotFound(f.Client.Delete(ctx, n))).To(Succeed()) })
+	list := corev1.ResourceList{
+		controllers.ResourceGPU: *resource.NewQuantity(gpus, resource.DecimalSI),
+		corev1.ResourceCPU:      resource.MustParse("64"), corev1.ResourceMemory: resource.MustParse("512Gi"),
+		corev1.ResourcePods: resource.MustParse("110"),
+	}
+	n.Status = corev1.NodeStatus{Capacity: list, Allocatable: list}
+	Expect(f.Client.Status().Update(ctx, n)).To(Succeed())
+	f.SetNodeReady(ctx, name, true)
+}
+
+// SetNodeReady sets a node's Ready condition, as the kubelet and node lifecycle controller do.
+func (f *Framework) SetNodeReady(ctx context.Context, name string, ready bool) {
+	Eventually(func() error {
+		var n corev1.Node
+		if err := f.Client.Get(ctx, types.NamespacedName{Name: name}, &n); err != nil {
+			return err
+		}
+		status := corev1.ConditionFalse
+		if ready {
+			status = corev1.ConditionTrue
+		}
+		n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: status, Reason: "Test",
+			LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
+		return f.Client.Status().Update(ctx, &n)
+	}, 10*time.Second).Should(Succeed())
+}
+
+// BindPod plays the scheduler: it binds a pod to a node through the pods/binding subresource.
+func (f *Framework) BindPod(ctx context.Context, ns, name, node string) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	Expect(f.Client.SubResource("binding").Create(ctx, pod, &corev1.Binding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Target:     corev1.ObjectReference{Kind: "Node", Name: node},
+	})).To(Succeed())
+}
+
+// ForeignGPUPod creates a running pod the operator does not own (a person's raw pod) holding
+// gpus on node.
+func (f *Framework) ForeignGPUPod(ctx context.Context, ns, name, node string, gpus int64) {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"user": "raw"}},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "raw",
+			Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{controllers.ResourceGPU: *resource.NewQuantity(gpus, resource.DecimalSI)}}}}},
+	}
+	Expect(f.Client.Create(ctx, p)).To(Succeed())
+	f.SetPodPhase(ctx, ns, name, corev1.PodRunning, "")
+}
+
+// FinishDeletion plays the kubelet: a pod being deleted gracefully is removed for good.
+func (f *Framework) FinishDeletion(ctx context.Context, ns, name string) {
+	Expect(client.IgnoreNotFound(f.Client.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}},
+		client.GracePeriodSeconds(0)))).To(Succeed())
 }
