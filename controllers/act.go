@@ -51,6 +51,7 @@ func (r *QueueReconciler) evict(ctx context.Context, obs *observation, evictions
 			want.Preemptions++
 			setPreempted(want, true, ReasonPreempted, ev.message, v.job.Generation, t)
 		}
+		setReady(want, v.job.Generation, t)
 		if err := r.patchStatus(ctx, v, want); err != nil {
 			errs = append(errs, err)
 			continue
@@ -210,6 +211,7 @@ func (r *QueueReconciler) desiredStatus(v *jobView, e *queue.Entry, cluster clus
 		setAdmitted(st, false, ReasonWaiting, st.Message, gen, t)
 		setRunning(st, false, ReasonWaiting, st.Message, gen, t)
 	}
+	setReady(st, gen, t)
 	return st
 }
 

@@ -36,6 +36,12 @@ func setCondition(st *cvlabv1alpha1.CvlabJobStatus, typ string, on bool, reason,
 	})
 }
 
+// setReady summarises the job for health checks (kstatus, Argo CD, Flux): the reason is the phase.
+func setReady(st *cvlabv1alpha1.CvlabJobStatus, gen int64, now metav1.Time) {
+	on := st.Phase == cvlabv1alpha1.PhaseRunning || st.Phase == cvlabv1alpha1.PhaseSucceeded
+	setCondition(st, cvlabv1alpha1.ConditionReady, on, string(st.Phase), st.Message, gen, now)
+}
+
 // setQueued records whether the job waits for its turn.
 func setQueued(st *cvlabv1alpha1.CvlabJobStatus, on bool, reason, msg string, gen int64, now metav1.Time) {
 	setCondition(st, cvlabv1alpha1.ConditionQueued, on, reason, msg, gen, now)

@@ -231,6 +231,9 @@ const (
 	// ConditionPreempted is True when the job's pod was evicted for a higher-ranked job and the
 	// job went back to the queue; its message names the preemptor and why.
 	ConditionPreempted = "Preempted"
+	// ConditionReady summarises health for GitOps tools (kstatus): True while the job runs and
+	// once it succeeded; False while it waits, is suspended or starting, and when it failed.
+	ConditionReady = "Ready"
 	// ConditionFinished is True once the job ended; its reason says how
 	// (Succeeded, Failed, DeadlineExceeded, PodDeleted).
 	ConditionFinished = "Finished"
@@ -287,7 +290,8 @@ type CvlabJobStatus struct {
 	// +optional
 	Message string `json:"message,omitempty"`
 
-	// conditions are Queued, Admitted, Running, Preempted and Finished.
+	// conditions are Ready (for GitOps health checks), Queued, Admitted, Running, Preempted and
+	// Finished.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -13,8 +13,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/controllers"
@@ -247,19 +249,51 @@ var _ = Describe("The fair-share queue", func() {
 		}, timeout).Should(Satisfy(apierrors.IsNotFound))
 	})
 
-	It("never writes a job's spec or metadata", func() {
+	It("stays in sync with GitOps: applying the same manifest again changes nothing, the operator owns only status", func() {
 		start(1)
-		j := create("gitops", "alice", 1)
-		Eventually(job("gitops"), timeout).Should(inPhase(cvlabv1alpha1.PhaseAdmitted))
-		got, _ := job("gitops")()
-		Expect(got.Generation).To(Equal(j.Generation))
-		Expect(got.Labels).To(BeEmpty())
-		Expect(got.Annotations).To(BeEmpty())
-		Expect(got.Finalizers).To(BeEmpty())
-		for _, mf := range got.ManagedFields {
-			if mf.Manager == "cvlab-queue" {
-				Expect(mf.Subresource).To(Equal("status"))
-			}
+		// What Argo CD or Flux does: server-side apply of the manifest from git.
+		manifest := func() *unstructured.Unstructured {
+			u := &unstructured.Unstructured{}
+			Expect(yaml.Unmarshal([]byte(`
+apiVersion: cvlab.epfl.ch/v1alpha1
+kind: CvlabJob
+metadata: {name: gitops, labels: {team: lis}}
+spec:
+  user: alice
+  gpus: 1
+  image: ic-registry.epfl.ch/cvlab/lis/lab-base:gpu
+  command: ["python", "train.py"]
+`), &u.Object)).To(Succeed())
+			u.SetNamespace(ns)
+			return u
 		}
+		apply := func() {
+			Expect(fw.Client.Patch(ctx, manifest(), client.Apply, client.FieldOwner("argocd"), client.ForceOwnership)).To(Succeed())
+		}
+		apply()
+		Eventually(job("gitops"), timeout).Should(inPhase(cvlabv1alpha1.PhaseAdmitted))
+		before, _ := job("gitops")()
+		apply()
+		after, _ := job("gitops")()
+		Expect(after.ResourceVersion).To(Equal(before.ResourceVersion), "a second apply of an unchanged manifest must be a no-op")
+		Expect(after.Generation).To(Equal(int64(1)))
+		Expect(after.Labels).To(Equal(map[string]string{"team": "lis"}))
+		Expect(after.Annotations).To(BeEmpty())
+		Expect(after.Finalizers).To(BeEmpty())
+		managers := map[string]string{}
+		for _, mf := range after.ManagedFields {
+			managers[mf.Manager] = mf.Subresource
+		}
+		Expect(managers).To(Equal(map[string]string{"argocd": "", "cvlab-queue": "status"}))
+
+		By("reporting health the kstatus way: observedGeneration and a Ready condition")
+		Expect(after.Status.ObservedGeneration).To(Equal(after.Generation))
+		Expect(meta.FindStatusCondition(after.Status.Conditions, cvlabv1alpha1.ConditionReady)).To(PointTo(MatchFields(IgnoreExtras, Fields{
+			"Status": Equal(metav1.ConditionFalse), "Reason": Equal("Admitted"), "ObservedGeneration": Equal(int64(1))})))
+		fw.SetPodPhase(ctx, ns, after.Status.PodName, corev1.PodRunning, "")
+		Eventually(func() *metav1.Condition {
+			j, _ := job("gitops")()
+			return meta.FindStatusCondition(j.Status.Conditions, cvlabv1alpha1.ConditionReady)
+		}, timeout).Should(PointTo(MatchFields(IgnoreExtras, Fields{"Status": Equal(metav1.ConditionTrue), "Reason": Equal("Running")})))
 	})
 })
