@@ -17,6 +17,7 @@ import (
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/internal/notify"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
+	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
 )
 
 // preemptionEvictions turns one preemption into evictions of its victims, and reserves the node
@@ -63,6 +64,15 @@ func (r *QueueReconciler) evict(ctx context.Context, obs *observation, evictions
 			continue
 		}
 		r.evicted[v.job.UID] = pod.Name
+		if ev.reason == ReasonPreempted {
+			policy := "FirstGPU"
+			if r.opts.Preemption == queue.PreemptRank {
+				policy = "Rank"
+			}
+			metricPreemptions.WithLabelValues(policy).Inc()
+			r.notePreemption(queueview.Preemption{Time: now, Preemptor: ev.preemptor.key(), PreemptorUser: ev.preemptor.job.Spec.User,
+				Victim: v.key(), VictimUser: v.job.Spec.User, Node: ev.node, Reason: ev.message})
+		}
 		if r.recorder != nil {
 			r.recorder.Eventf(v.job, ev.preemptorJob(), corev1.EventTypeWarning, ev.reason, "Evict", "%s", ev.message)
 		}
@@ -119,6 +129,7 @@ func (r *QueueReconciler) createPod(ctx context.Context, v *jobView, hostname, n
 		return fmt.Errorf("creating pod %s: %w", pod.Name, err)
 	}
 	r.expected[v.job.UID] = expectation{pod: pod.Name, since: now}
+	metricAdmissions.Inc()
 	v.lastAdmission = n
 	v.node = node
 	return nil
@@ -304,6 +315,9 @@ func (r *QueueReconciler) writeStatuses(ctx context.Context, writes []statusWrit
 		if done[i] {
 			r.written[w.view.job.UID] = w.want
 			r.recordPhaseEvent(w.view.job, w.view.cur, w.want)
+			if w.want.Phase == cvlabv1alpha1.PhaseRunning && w.view.cur.Phase != cvlabv1alpha1.PhaseRunning && w.want.StartTime != nil {
+				metricWait.Observe(w.want.StartTime.Sub(w.view.job.CreationTimestamp.Time).Seconds())
+			}
 		}
 	}
 	return errs

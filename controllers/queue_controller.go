@@ -28,6 +28,7 @@ import (
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/internal/notify"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
+	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
 )
 
 // FieldOwner is the field manager of everything the operator writes.
@@ -64,6 +65,8 @@ type Options struct {
 	MinRuntime time.Duration
 	// Notifier tells owners about preemptions (besides events and conditions); may be nil.
 	Notifier notify.Notifier
+	// View receives the queue after each decision, for the dashboard; may be nil.
+	View *queueview.Store
 	// BackoffBase is the first wait before a job whose start failed (pod creation refused, pod
 	// unschedulable) is tried again; it doubles with each failure, up to 10m. Default 10s.
 	BackoffBase time.Duration
@@ -97,6 +100,8 @@ type QueueReconciler struct {
 	backoff   map[types.UID]backoffState
 	head      string
 	headSince time.Time
+	// recentPreemptions are the last evictions, newest first, for the dashboard.
+	recentPreemptions []queueview.Preemption
 }
 
 type expectation struct {
@@ -181,6 +186,7 @@ func (r *QueueReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // Reconcile runs one decision for the whole queue: observe, decide, act, record.
 func (r *QueueReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
 	now := r.opts.Clock.Now()
+	defer func(start time.Time) { metricDecision.Observe(r.opts.Clock.Since(start).Seconds()) }(now)
 
 	// Observe.
 	var jobs cvlabv1alpha1.CvlabJobList
@@ -198,7 +204,8 @@ func (r *QueueReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (r
 	obs := r.observe(jobs.Items, pods.Items, nodes.Items, now)
 
 	// Decide.
-	d := queue.Decide(obs.snapshot(r, now))
+	snap := obs.snapshot(r, now)
+	d := queue.Decide(snap)
 	r.head, r.headSince = d.Head, d.HeadSince
 	r.keepReservations(obs, d, now)
 
@@ -211,6 +218,7 @@ func (r *QueueReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (r
 		log.FromContext(ctx).Error(errs[0], "decision applied with errors", "errors", len(errs))
 		return reconcile.Result{}, errors.Join(errs...)
 	}
+	r.publish(obs, d, snap, now)
 	res := reconcile.Result{RequeueAfter: obs.requeueAfter(d.Wakeup, now)}
 	log.FromContext(ctx).V(1).Info("decided", "jobs", len(obs.views), "admitted", countAdmitted(d),
 		"preemptions", len(d.Preemptions), "free", d.Free, "head", d.Head, "requeueAfter", res.RequeueAfter)

@@ -74,11 +74,15 @@ func (f *Framework) Stop() {
 }
 
 // StartManager runs the operator's manager with the given options until the returned function is
-// called; that function waits for the manager to stop.
-func (f *Framework) StartManager(opts controllers.Options) (stop func()) {
+// called; that function waits for the manager to stop. metricsAddr, if given, serves /metrics.
+func (f *Framework) StartManager(opts controllers.Options, metricsAddr ...string) (stop func()) {
+	bind := "0"
+	if len(metricsAddr) > 0 {
+		bind = metricsAddr[0]
+	}
 	mgr, err := ctrl.NewManager(f.Config, ctrl.Options{
 		Scheme:                 Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
+		Metrics:                metricsserver.Options{BindAddress: bind},
 		HealthProbeBindAddress: "0",
 		Cache:                  controllers.CacheOptions(),
 		// Each test starts a new manager in the same process.

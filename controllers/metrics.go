@@ -1,0 +1,41 @@
+package controllers
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// The queue's Prometheus metrics, served on the manager's metrics endpoint.
+var (
+	metricCapacity = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cvlab_gpu_capacity", Help: "GPUs the queue may hand out now: Ready GPU nodes (or the pool), bounded by --gpu-capacity.",
+	})
+	metricGPUsInUse = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "cvlab_gpus_in_use", Help: "GPUs held by each user's admitted and running jobs.",
+	}, []string{"user"})
+	metricJobs = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "cvlab_jobs", Help: "CvlabJobs by phase.",
+	}, []string{"phase"})
+	metricWaiting = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cvlab_queue_waiting_jobs", Help: "GPU jobs waiting in the queue (with a queue position).",
+	})
+	metricWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "cvlab_job_wait_seconds", Help: "Time from a job's submission to the start of its pod.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 18), // 1 s .. ~36 h
+	})
+	metricAdmissions = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cvlab_admissions_total", Help: "Jobs admitted (pods created).",
+	})
+	metricPreemptions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cvlab_preemptions_total", Help: "Jobs evicted for a higher-ranked job, by the policy that allowed it (FirstGPU, Rank).",
+	}, []string{"reason"})
+	metricDecision = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "cvlab_decision_duration_seconds", Help: "Duration of one decision of the queue: observe, decide, act and record.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5 ms .. 16 s
+	})
+)
+
+func init() {
+	metrics.Registry.MustRegister(metricCapacity, metricGPUsInUse, metricJobs, metricWaiting, metricWait,
+		metricAdmissions, metricPreemptions, metricDecision)
+}
