@@ -206,19 +206,27 @@ func Order(jobs []Job) []Entry {
 			n++
 		}
 	}
-	order := make([]Entry, 0, n)
+	// Sort small keys rather than whole entries: the same order as CompareGlobal, far less copying.
+	type sortKey struct {
+		job         *Job
+		first, last int32
+	}
+	keys := make([]sortKey, 0, n)
 	for _, list := range byUser {
 		slices.SortFunc(list, CompareInUser)
 		var through int32
 		for _, j := range list {
 			first := through + 1
 			through += j.GPUs
-			order = append(order, Entry{Job: *j, FirstGPU: first, LastGPU: through})
+			keys = append(keys, sortKey{job: j, first: first, last: through})
 		}
 	}
-	slices.SortFunc(order, func(a, b Entry) int { return CompareGlobal(&a, &b) })
-	for i := range order {
-		order[i].Rank = i + 1
+	slices.SortFunc(keys, func(a, b sortKey) int {
+		return cmp.Or(cmp.Compare(a.last, b.last), a.job.Created.Compare(b.job.Created), cmp.Compare(a.job.Key, b.job.Key))
+	})
+	order := make([]Entry, len(keys))
+	for i, k := range keys {
+		order[i] = Entry{Job: *k.job, FirstGPU: k.first, LastGPU: k.last, Rank: i + 1}
 	}
 	return order
 }
@@ -275,6 +283,7 @@ func Decide(s Snapshot) Decision {
 			e.Admit, e.Node = true, n
 			p.free[n] -= e.GPUs
 			p.capFree -= e.GPUs
+			p.changes++
 			continue
 		}
 		if reserved {
@@ -331,6 +340,9 @@ func Decide(s Snapshot) Decision {
 				d.Reserved[e.Key] = c.node
 			}
 		}
+		if len(d.Reserved) == 0 { // every reserved job started
+			d.Reserved = nil
+		}
 	}
 
 	pos := 0
@@ -375,6 +387,11 @@ type placement struct {
 	onNode   map[string][]int // indices into the order of Holding jobs, by node
 	evicting map[string]bool
 	reserved map[string]claim
+	// changes counts changes to free GPUs; shortfall's cache is valid while it stays sumsAt.
+	changes, sumsAt int
+	// total free, most free on one node, most free plus being freed on one node.
+	total, most, mostSoon int32
+	reasons               map[int32]string
 }
 
 // claim is what a preemptor holds on a node: GPUs promised out of those being freed (soon) and
@@ -395,12 +412,14 @@ func (p *placement) reserve(n string, g int32) claim {
 }
 
 func (p *placement) claim(c claim) {
+	p.changes++
 	p.soon[c.node] -= c.fromSoon
 	p.free[c.node] -= c.free
 	p.capFree -= c.fromSoon + c.free
 }
 
 func (p *placement) release(c claim) {
+	p.changes++
 	p.soon[c.node] += c.fromSoon
 	p.free[c.node] += c.free
 	p.capFree += c.fromSoon + c.free
@@ -476,6 +495,9 @@ func (p *placement) fit(g int32, prefer string, hasPrefer bool) (string, bool) {
 	if hasPrefer && p.free[prefer] >= g {
 		return prefer, true
 	}
+	if p.sums(); g > p.most {
+		return "", false // no node has room: the common case in a busy cluster
+	}
 	best, found := "", false
 	for _, n := range p.nodes {
 		if f := p.free[n]; f >= g && (!found || f < p.free[best]) {
@@ -487,7 +509,7 @@ func (p *placement) fit(g int32, prefer string, hasPrefer bool) (string, bool) {
 
 // fitSoon finds a node where the GPUs free now and those being freed cover g (best fit).
 func (p *placement) fitSoon(g int32) (string, bool) {
-	if p.capFree < g {
+	if p.sums(); p.capFree < g || g > p.mostSoon {
 		return "", false
 	}
 	best, found := "", false
@@ -524,17 +546,35 @@ func (p *placement) totalFree() int32 {
 	return max(min(sum, p.capFree), 0)
 }
 
-// shortfall explains why a job does not fit now.
-func (p *placement) shortfall(g int32) string {
-	total := p.totalFree()
-	if p.pool || total < g {
-		return fmt.Sprintf("%s free, needs %d", gpus(total), g)
+// sums refreshes the totals over nodes when free GPUs changed since they were computed.
+func (p *placement) sums() {
+	if p.sumsAt == p.changes && p.reasons != nil {
+		return
 	}
-	var most int32
+	p.total = p.totalFree()
+	p.most, p.mostSoon = 0, 0
 	for _, n := range p.nodes {
-		most = max(most, p.free[n])
+		p.most = max(p.most, p.free[n])
+		if p.soon[n] > 0 {
+			p.mostSoon = max(p.mostSoon, p.free[n]+p.soon[n])
+		}
 	}
-	return fmt.Sprintf("%s free but at most %d on one node, needs %d", gpus(total), most, g)
+	p.sumsAt, p.reasons = p.changes, map[int32]string{}
+}
+
+// shortfall explains why a job does not fit now. Most waiting jobs see the same free GPUs, so
+// the sums and sentences are kept until the free GPUs change.
+func (p *placement) shortfall(g int32) string {
+	p.sums()
+	if r, ok := p.reasons[g]; ok {
+		return r
+	}
+	r := fmt.Sprintf("%s free but at most %d on one node, needs %d", gpus(p.total), p.most, g)
+	if p.pool || p.total < g {
+		r = fmt.Sprintf("%s free, needs %d", gpus(p.total), g)
+	}
+	p.reasons[g] = r
+	return r
 }
 
 // preempt looks for the running jobs that the waiting job order[i] may evict to start: on one
@@ -602,6 +642,7 @@ func (p *placement) preempt(s Snapshot, order []Entry, i int) (Preemption, time.
 	// The victims' GPUs will be free soon; the preemptor's claim comes out of them first. Within
 	// this decision they still count against the capacity bound.
 	p.soon[bestNode] += freed
+	p.changes++
 	p.reserved[e.Key] = p.reserve(bestNode, e.GPUs)
 	return pr, time.Time{}, true
 }
