@@ -286,10 +286,14 @@ func Decide(s Snapshot) Decision {
 			p.changes++
 			continue
 		}
-		if reserved {
+		if reserved && eligible(s.Preemption, e) && p.alloc[reservedNode] >= e.GPUs {
 			keepReservation()
+			e.Node = reservedNode
 			e.Reason = "waiting for the jobs it preempted to stop" + onNode(reservedNode)
 			continue
+		}
+		if reserved { // a claim it can no longer use: the policy changed, or the node shrank
+			delete(p.reserved, e.Key)
 		}
 		if msg := p.never(e.GPUs); msg != "" {
 			e.Reason = msg
@@ -639,7 +643,7 @@ func (p *placement) preempt(s Snapshot, order []Entry, i int) (Preemption, time.
 		p.evicting[order[j].Key] = true
 		freed += order[j].GPUs
 	}
-	// The victims' GPUs will be free soon; the preemptor's claim comes out of them first. Within
+	// The victims' GPUs will be free soon and the preemptor claims them (see reserve). Within
 	// this decision they still count against the capacity bound.
 	p.soon[bestNode] += freed
 	p.changes++
