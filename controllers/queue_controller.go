@@ -40,6 +40,8 @@ const (
 	expectationTimeout = time.Minute
 	// reservationTimeout bounds how long a preemptor keeps GPUs that its victims free.
 	reservationTimeout = 15 * time.Minute
+	// retryAfterErrors is when a decision whose writes partly failed runs again.
+	retryAfterErrors = 2 * time.Second
 	// backoffMax bounds the wait before a job whose start failed is tried again.
 	backoffMax = 10 * time.Minute
 )
@@ -214,12 +216,14 @@ func (r *QueueReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (r
 	if len(errs) > 0 && ctx.Err() != nil {
 		return reconcile.Result{}, nil // shutting down: the next leader decides again
 	}
-	if len(errs) > 0 {
-		log.FromContext(ctx).Error(errs[0], "decision applied with errors", "errors", len(errs))
-		return reconcile.Result{}, errors.Join(errs...)
-	}
 	r.publish(obs, d, snap, now)
 	res := reconcile.Result{RequeueAfter: obs.requeueAfter(d.Wakeup, now)}
+	if len(errs) > 0 {
+		// A write that failed for one job must not stall the queue behind the controller's
+		// growing per-request backoff: the rest of the decision stands, and it is retried soon.
+		log.FromContext(ctx).Error(errors.Join(errs...), "decision applied with errors", "errors", len(errs))
+		res.RequeueAfter = min(res.RequeueAfter, retryAfterErrors)
+	}
 	log.FromContext(ctx).V(1).Info("decided", "jobs", len(obs.views), "admitted", countAdmitted(d),
 		"preemptions", len(d.Preemptions), "free", d.Free, "head", d.Head, "requeueAfter", res.RequeueAfter)
 	return res, nil
