@@ -286,14 +286,11 @@ func Decide(s Snapshot) Decision {
 			p.changes++
 			continue
 		}
-		if reserved && eligible(s.Preemption, e) && p.alloc[reservedNode] >= e.GPUs {
+		if reserved {
 			keepReservation()
 			e.Node = reservedNode
 			e.Reason = "waiting for the jobs it preempted to stop" + onNode(reservedNode)
 			continue
-		}
-		if reserved { // a claim it can no longer use: the policy changed, or the node shrank
-			delete(p.reserved, e.Key)
 		}
 		if msg := p.never(e.GPUs); msg != "" {
 			e.Reason = msg
@@ -475,7 +472,8 @@ func newPlacement(s Snapshot, order []Entry) *placement {
 	if p.capacity >= 0 {
 		p.capFree = p.capacity - p.used
 	}
-	for _, e := range order { // in rank order: see reserve
+	for i := range order { // in rank order: see reserve
+		e := &order[i]
 		node, ok := s.Reserved[e.Key]
 		if !ok || e.State != Waiting {
 			continue
@@ -483,7 +481,10 @@ func newPlacement(s Snapshot, order []Entry) *placement {
 		if p.pool {
 			node = ""
 		}
-		if _, ok := p.free[node]; ok {
+		// A claim is kept only while its job may still preempt and can fit there; a stale one
+		// (the policy changed, the node or the capacity shrank) is dropped before anyone sees it.
+		if _, ok := p.free[node]; ok && eligible(s.Preemption, e) && p.alloc[node] >= e.GPUs &&
+			(p.capacity < 0 || p.capacity >= e.GPUs) {
 			p.reserved[e.Key] = p.reserve(node, e.GPUs)
 		}
 	}
