@@ -36,7 +36,10 @@ envtest: ## Build kube-apiserver and etcd from the Go module proxy into bin/k8s/
 	@hack/build-k8s.sh etcd kube-apiserver
 
 .PHONY: test
-test: vet ## Unit tests and envtest suites (builds the test control plane once).
+test: vet test-unit test-e2e ## Everything: unit tests, envtest suites, and the e2e suite on a local cluster.
+
+.PHONY: test-unit
+test-unit: ## Unit tests and envtest suites (builds the test control plane once).
 	@assets="$${KUBEBUILDER_ASSETS:-$$(hack/build-k8s.sh etcd kube-apiserver | tail -n 1)}" && \
 	echo "KUBEBUILDER_ASSETS=$$assets" && \
 	KUBEBUILDER_ASSETS="$$assets" go test -count=1 $(GO_TEST_FLAGS) ./...

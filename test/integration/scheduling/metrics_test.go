@@ -97,7 +97,7 @@ var _ = Describe("Prometheus metrics", func() {
 			Eventually(func() cvlabv1alpha1.JobPhase { j, _ := get(ctx, ns, name)(); return j.Status.Phase }, timeout).Should(Equal(cvlabv1alpha1.PhaseRunning))
 		}
 		Expect(fw.Client.Create(ctx, framework.Job(ns, "carol-1", "carol", 1))).To(Succeed()) // evicts bob-2
-		Expect(fw.Client.Create(ctx, framework.Job(ns, "bob-3", "bob", 1))).To(Succeed())   // waits
+		Expect(fw.Client.Create(ctx, framework.Job(ns, "bob-3", "bob", 1))).To(Succeed())     // waits
 		Eventually(func() cvlabv1alpha1.JobPhase { j, _ := get(ctx, ns, "bob-2")(); return j.Status.Phase }, timeout).Should(Equal(cvlabv1alpha1.PhaseQueued))
 		fw.FinishDeletion(ctx, ns, "bob-2-1")
 		Eventually(func() cvlabv1alpha1.JobPhase { j, _ := get(ctx, ns, "carol-1")(); return j.Status.Phase }, timeout).Should(Equal(cvlabv1alpha1.PhaseAdmitted))
@@ -122,4 +122,3 @@ var _ = Describe("Prometheus metrics", func() {
 		}, timeout).Should(Succeed())
 	})
 })
-

@@ -1,0 +1,564 @@
+#!/usr/bin/env bash
+# A local cluster for cvlab-queue with fake GPU nodes: etcd, kube-apiserver, kube-scheduler,
+# kube-controller-manager and kwok on 127.0.0.1, and the operator (bin/manager) on top. Every binary
+# is built from Go modules (hack/build-k8s.sh, `go install` of kwok, `go build` of the manager); no
+# container runtime, no downloads of prebuilt binaries. See docs/local-cluster.md.
+#
+#   hack/local-cluster.sh [up]     build, start, wait in the foreground; Ctrl-C stops everything
+#   hack/local-cluster.sh up --detach   (or DETACH=1) return once the cluster is ready
+#   hack/local-cluster.sh stop     stop a (detached) cluster of this state dir
+#   hack/local-cluster.sh status   which components run
+#   hack/local-cluster.sh env      print `export KUBECONFIG=...` (eval "$(hack/local-cluster.sh env)")
+#   hack/local-cluster.sh build    only build the binaries
+#   hack/local-cluster.sh clean    stop, then delete the state dir
+#
+# Environment:
+#   LOCAL_DIR        state dir (default .local): certificates, kubeconfigs, etcd data, logs, pids.
+#                    Kept between runs, so that a second `up` resumes the cluster.
+#   NODES, GPUS_PER_NODE   fake nodes gpu-node-1..NODES with that many nvidia.com/gpu (default 4, 8)
+#   NODE_FILE        instead, a file of nodes, one `name gpus [cpu] [memory]` per line; `#` starts a
+#                    comment (example: hack/kwok/nodes-lab.txt, 3x8 + 1x6 GPUs)
+#   GPU_CAPACITY     --gpu-capacity of the operator: an upper bound on the GPUs it hands out (the
+#                    lab's share). Default "off": the operator reads the capacity from the nodes.
+#   MANAGER_ARGS     extra flags of the operator, e.g. "--max-head-wait=5m --zap-log-level=debug"
+#   API_PORT ETCD_PORT ETCD_PEER_PORT SCHEDULER_PORT CONTROLLER_MANAGER_PORT MANAGER_PROBE_PORT
+#   DASHBOARD_PORT   loopback ports (defaults 16443 12379 12380 20259 20257 18081 15336; the last
+#                    one is the operator's dashboard, when the operator has --dashboard-bind-address)
+#   READY_TIMEOUT    seconds to wait for each component (default 120)
+#   STOP_WITH_PID    with --detach: a watchdog stops the cluster when that process exits (the e2e
+#                    suite passes its own pid, so that a killed test run leaves nothing behind)
+set -euo pipefail
+
+K8S_VERSION=v1.37.2
+KWOK_VERSION=v0.8.0
+root=$(cd "$(dirname "$0")/.." && pwd)
+k8sbin="$root/bin/k8s/$K8S_VERSION"
+KUBECTL="$k8sbin/kubectl"
+KWOK="$root/bin/kwok"
+MANAGER="$root/bin/manager"
+
+LOCAL_DIR=$(realpath -m -s "${LOCAL_DIR:-$root/.local}") # absolute, symlinks kept as given
+pki="$LOCAL_DIR/pki"
+logs="$LOCAL_DIR/logs"
+run="$LOCAL_DIR/run"
+
+API_PORT=${API_PORT:-16443}
+ETCD_PORT=${ETCD_PORT:-12379}
+ETCD_PEER_PORT=${ETCD_PEER_PORT:-12380}
+SCHEDULER_PORT=${SCHEDULER_PORT:-20259}
+CONTROLLER_MANAGER_PORT=${CONTROLLER_MANAGER_PORT:-20257}
+MANAGER_PROBE_PORT=${MANAGER_PROBE_PORT:-18081}
+DASHBOARD_PORT=${DASHBOARD_PORT:-15336}
+NODES=${NODES:-4}
+GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+NODE_FILE=${NODE_FILE:-}
+READY_TIMEOUT=${READY_TIMEOUT:-120}
+MANAGER_ARGS=${MANAGER_ARGS:-}
+
+STOP_WITH_PID=${STOP_WITH_PID:-}
+
+# Components in start order; they are stopped in the reverse order. The watchdog only runs with
+# STOP_WITH_PID in detached mode.
+components=(etcd kube-apiserver kwok kube-scheduler kube-controller-manager manager watchdog)
+
+log() { printf '[local-cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Processes. Each component runs in its own session (setsid), so that a Ctrl-C reaches only this
+# script, which then stops them in order; its pid is kept in $run/<name>.pid. A pid is only ever
+# signalled while its command line still names this state dir, so a recycled pid is never hit.
+
+pid_of() { # prints the pid of a running component of this state dir, or fails
+  local f="$run/$1.pid" pid
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  is_ours "$pid" || return 1
+  echo "$pid"
+}
+
+is_ours() { # a live (not zombie) process whose command line contains $LOCAL_DIR
+  local pid=$1 state
+  [ -r "/proc/$pid/cmdline" ] || return 1
+  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
+  [ "$state" != Z ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$LOCAL_DIR"
+}
+
+start() { # start NAME CMD...: runs CMD in its own session, logs to $logs/NAME.log
+  local name=$1
+  shift
+  mkdir -p "$logs" "$run"
+  echo "=== $(date -u +%FT%TZ) $*" >>"$logs/$name.log"
+  setsid "$@" >>"$logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$run/$name.pid"
+}
+
+stop_one() { # SIGTERM, then SIGKILL after 20 s
+  local name=$1 pid i
+  pid=$(pid_of "$name") || { rm -f "$run/$name.pid"; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 200; i++)); do
+    is_ours "$pid" || break
+    sleep 0.1
+  done
+  if is_ours "$pid"; then
+    log "$name (pid $pid) did not stop in 20 s: killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do is_ours "$pid" || break; sleep 0.1; done
+  fi
+  wait "$pid" 2>/dev/null || true # reaps it when it is our child
+  rm -f "$run/$name.pid"
+}
+
+stop_all() {
+  local i n=0
+  for ((i = ${#components[@]} - 1; i >= 0; i--)); do
+    if pid_of "${components[i]}" >/dev/null; then
+      n=$((n + 1))
+      log "stopping ${components[i]}"
+    fi
+    stop_one "${components[i]}"
+  done
+  [ $n -eq 0 ] || log "stopped (state kept in $LOCAL_DIR)"
+}
+
+running() { # names of running components
+  local c
+  for c in "${components[@]}"; do
+    if pid_of "$c" >/dev/null; then echo "$c"; fi
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Build.
+
+build() {
+  local b k8s_bins=(etcd kube-apiserver kube-scheduler kube-controller-manager kubectl) missing=()
+  for b in "${k8s_bins[@]}"; do [ -x "$k8sbin/$b" ] || missing+=("$b"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "building ${missing[*]} from the Go module proxy (the first time: ~15 min on 2 cores)"
+    "$root/hack/build-k8s.sh" "${k8s_bins[@]}" >/dev/null
+  fi
+  if ! { [ -x "$KWOK" ] && "$KWOK" --version 2>/dev/null | grep -qF " $KWOK_VERSION "; }; then
+    local cache="${CVLAB_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cvlab-queue/k8s}/kwok-$KWOK_VERSION"
+    if [ -x "$cache/kwok" ]; then
+      log "copying kwok from $cache"
+      cp "$cache/kwok" "$KWOK.tmp" && mv "$KWOK.tmp" "$KWOK"
+    else
+      log "building kwok $KWOK_VERSION from the Go module proxy (~2 min)"
+      local tmp
+      tmp=$(mktemp -d)
+      GOBIN="$tmp" go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+      mv "$tmp/kwok" "$KWOK"
+      rmdir "$tmp"
+      if mkdir -p "$cache" 2>/dev/null && cp "$KWOK" "$cache/kwok.tmp.$$"; then
+        mv "$cache/kwok.tmp.$$" "$cache/kwok" || true
+      fi
+    fi
+  fi
+  log "building the operator (bin/manager)"
+  (cd "$root" && go build -o "$MANAGER" ./cmd)
+}
+
+# ---------------------------------------------------------------------------------------------
+# Certificates and kubeconfigs (created once; kubeconfigs are rewritten on every start because
+# the port may change).
+
+certs() {
+  command -v openssl >/dev/null || die "openssl is required to generate the cluster's certificates"
+  mkdir -p "$pki"
+  [ ! -f "$pki/.complete" ] || return 0
+  log "generating certificates in $pki"
+  # ca NAME CN: a self-signed CA
+  ca() {
+    [ -f "$pki/$1.crt" ] && return 0
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$pki/$1.key.tmp" -out "$pki/$1.crt.tmp" -days 3650 \
+      -subj "/CN=$2" 2>/dev/null
+    mv "$pki/$1.key.tmp" "$pki/$1.key" && mv "$pki/$1.crt.tmp" "$pki/$1.crt"
+  }
+  # issue CA NAME CN O EXTENSIONS: a certificate signed by CA
+  issue() {
+    local ca=$1 name=$2 cn=$3 o=$4 ext=$5 subj="/CN=$3"
+    [ -f "$pki/$name.crt" ] && return 0
+    [ -z "$o" ] || subj="/O=$o/CN=$cn"
+    openssl req -new -newkey rsa:2048 -nodes -keyout "$pki/$name.key" -out "$pki/$name.csr" -subj "$subj" 2>/dev/null
+    printf '%s\n' "$ext" >"$pki/$name.ext"
+    openssl x509 -req -in "$pki/$name.csr" -CA "$pki/$ca.crt" -CAkey "$pki/$ca.key" -CAcreateserial \
+      -CAserial "$pki/$ca.srl" -days 3650 -extfile "$pki/$name.ext" -out "$pki/$name.crt.tmp" 2>/dev/null
+    rm -f "$pki/$name.csr" "$pki/$name.ext"
+    mv "$pki/$name.crt.tmp" "$pki/$name.crt"
+  }
+  local client="keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth"
+  ca ca cvlab-local-ca
+  issue ca apiserver kube-apiserver "" "keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  issue ca admin cvlab-admin system:masters "$client"
+  issue ca kube-scheduler system:kube-scheduler "" "$client"
+  issue ca kube-controller-manager system:kube-controller-manager "" "$client"
+  issue ca kwok kwok-controller system:masters "$client"
+  issue ca manager cvlab-queue-manager "" "$client"
+  # The aggregation layer's front proxy (also silences the controllers' requestheader warnings).
+  ca front-proxy-ca cvlab-local-front-proxy-ca
+  issue front-proxy-ca front-proxy-client front-proxy-client "" "$client"
+  # The service-account token signing key pair.
+  if [ ! -f "$pki/sa.pub" ]; then
+    openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
+  fi
+  chmod 600 "$pki"/*.key
+  touch "$pki/.complete"
+}
+
+kubeconfig() { # kubeconfig NAME FILE
+  local name=$1 file=$2
+  cat >"$file.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: cvlab-local
+  cluster:
+    server: https://127.0.0.1:$API_PORT
+    certificate-authority-data: $(base64 -w0 <"$pki/ca.crt")
+users:
+- name: $name
+  user:
+    client-certificate-data: $(base64 -w0 <"$pki/$name.crt")
+    client-key-data: $(base64 -w0 <"$pki/$name.key")
+contexts:
+- name: cvlab-local
+  context: {cluster: cvlab-local, user: $name}
+current-context: cvlab-local
+EOF
+  chmod 600 "$file.tmp"
+  mv "$file.tmp" "$file"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Nodes: "name gpus [cpu] [memory]" lines.
+
+node_list() {
+  if [ -n "$NODE_FILE" ]; then
+    [ -r "$NODE_FILE" ] || die "NODE_FILE $NODE_FILE cannot be read"
+    sed -e 's/#.*//' "$NODE_FILE" | awk 'NF > 0 { print $1, $2, ($3 == "" ? "64" : $3), ($4 == "" ? "512Gi" : $4) }'
+  else
+    local i
+    for ((i = 1; i <= NODES; i++)); do echo "gpu-node-$i $GPUS_PER_NODE 64 512Gi"; done
+  fi
+}
+
+nodes_yaml() {
+  local name gpus cpu mem
+  while read -r name gpus cpu mem; do
+    [[ "$gpus" =~ ^[0-9]+$ ]] || die "node $name: GPUs must be a number, got '$gpus'"
+    cat <<EOF
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: $name
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    kubernetes.io/hostname: $name
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    type: kwok
+    cvlab.epfl.ch/local-node: "true"
+status:
+  capacity: &resources {cpu: "$cpu", memory: "$mem", pods: "110", nvidia.com/gpu: "$gpus"}
+  allocatable: *resources
+EOF
+  done < <(node_list)
+}
+
+# The PVCs of config/samples (pv-cvlabdata1, pv-cvlabdata2 in namespace default), pre-bound to
+# hostPath volumes that nothing ever mounts: the scheduler needs bound claims to place the pods.
+volumes_yaml() {
+  local n
+  for n in 1 2; do
+    cat <<EOF
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: cvlabdata$n
+  labels: {cvlab.epfl.ch/local-volume: "true"}
+spec:
+  capacity: {storage: 100Ti}
+  accessModes: [ReadWriteMany, ReadOnlyMany]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  hostPath: {path: /cvlabdata$n}
+  claimRef: {namespace: default, name: pv-cvlabdata$n}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: pv-cvlabdata$n
+  namespace: default
+spec:
+  accessModes: [ReadWriteMany]
+  storageClassName: ""
+  volumeName: cvlabdata$n
+  resources:
+    requests: {storage: 100Ti}
+EOF
+  done
+}
+
+# The operator runs with the ClusterRole generated from its RBAC markers (config/rbac/role.yaml),
+# bound to its certificate's user, so the local cluster also checks that the role is sufficient.
+manager_rbac_yaml() {
+  cat "$root/config/rbac/role.yaml"
+  cat <<EOF
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: cvlab-queue-manager-local
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cvlab-queue-manager}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: cvlab-queue-manager}
+EOF
+}
+
+# ---------------------------------------------------------------------------------------------
+# Readiness.
+
+k() { "$KUBECTL" --kubeconfig "$LOCAL_DIR/kubeconfig" "$@"; }
+
+wait_for() { # wait_for WHAT COMPONENT CMD...: polls CMD until it succeeds
+  local what=$1 comp=$2 deadline=$((SECONDS + READY_TIMEOUT))
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    if [ -n "$comp" ] && ! pid_of "$comp" >/dev/null; then
+      log "$comp exited; the end of $logs/$comp.log:"
+      tail -n 30 "$logs/$comp.log" >&2 || true
+      return 1
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      log "timed out after ${READY_TIMEOUT}s waiting for $what${comp:+; the end of $logs/$comp.log:}"
+      [ -z "$comp" ] || tail -n 30 "$logs/$comp.log" >&2 || true
+      return 1
+    fi
+    sleep 0.3
+  done
+}
+
+https_ok() { curl -sfk --max-time 2 "https://127.0.0.1:$1$2"; }
+http_ok() { curl -sf --max-time 2 "http://127.0.0.1:$1$2"; }
+
+nodes_ready() { # every node of the list exists, is Ready and has no taint
+  local want have
+  want=$(node_list | awk '{print $1}' | sort | tr '\n' ' ')
+  have=$(k get nodes -l cvlab.epfl.ch/local-node=true -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.conditions[?(@.type=="Ready")].status}{" "}{.spec.taints}{"\n"}{end}' |
+    awk '$2 == "True" && NF == 2 {print $1}' | sort | tr '\n' ' ')
+  [ "$want" = "$have" ]
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# ---------------------------------------------------------------------------------------------
+
+up() {
+  local detach=${DETACH:-}
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --detach | -d) detach=1 ;;
+      *) die "unknown flag $1" ;;
+    esac
+    shift
+  done
+  local t0=$SECONDS busy
+  busy=$(running | tr '\n' ' ')
+  [ -z "$busy" ] || die "already running from $LOCAL_DIR: $busy(stop it with 'hack/local-cluster.sh stop' or 'make clean-local')"
+  local p
+  for p in "$API_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT" "$SCHEDULER_PORT" "$CONTROLLER_MANAGER_PORT" "$MANAGER_PROBE_PORT" "$DASHBOARD_PORT"; do
+    port_free "$p" || die "port 127.0.0.1:$p is in use (set API_PORT, ETCD_PORT, ... to other ports)"
+  done
+  node_list >/dev/null
+  local total
+  total=$(node_list | awk '{s += $2} END {print s + 0}')
+  local capacity=${GPU_CAPACITY:-off}
+
+  build
+  mkdir -p "$LOCAL_DIR"
+  certs
+  touch "$LOCAL_DIR/.cvlab-local-cluster" # marks the dir as ours, for `clean`
+  kubeconfig admin "$LOCAL_DIR/kubeconfig"
+  local c
+  for c in kube-scheduler kube-controller-manager kwok manager; do kubeconfig "$c" "$LOCAL_DIR/$c.kubeconfig"; done
+
+  # From here on, a failure or a signal stops whatever was started.
+  trap 'trap "" INT TERM; stop_all' EXIT
+  trap 'log "interrupted"; exit 130' INT TERM
+
+  log "starting etcd (127.0.0.1:$ETCD_PORT, data in $LOCAL_DIR/etcd)"
+  start etcd "$k8sbin/etcd" --name=local --data-dir="$LOCAL_DIR/etcd" \
+    --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster="local=http://127.0.0.1:$ETCD_PEER_PORT" --log-level=warn
+  wait_for "etcd" etcd http_ok "$ETCD_PORT" /health
+
+  log "starting kube-apiserver (https://127.0.0.1:$API_PORT)"
+  start kube-apiserver "$k8sbin/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --bind-address=127.0.0.1 --secure-port="$API_PORT" --advertise-address=127.0.0.1 \
+    --endpoint-reconciler-type=none \
+    --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+    --client-ca-file="$pki/ca.crt" \
+    --requestheader-client-ca-file="$pki/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$pki/front-proxy-client.crt" --proxy-client-key-file="$pki/front-proxy-client.key" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
+    --service-cluster-ip-range=10.96.0.0/16 \
+    --authorization-mode=Node,RBAC --allow-privileged=true \
+    --cert-dir="$pki/apiserver-generated"
+  wait_for "kube-apiserver /readyz" kube-apiserver https_ok "$API_PORT" /readyz
+
+  log "starting kwok (fake nodes annotated kwok.x-k8s.io/node=fake, stages hack/kwok/stages.yaml)"
+  start kwok "$KWOK" --kubeconfig="$LOCAL_DIR/kwok.kubeconfig" --config="$root/hack/kwok/stages.yaml" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --cidr=10.244.0.0/16 --node-ip=10.0.0.1
+
+  log "starting kube-scheduler and kube-controller-manager"
+  start kube-scheduler "$k8sbin/kube-scheduler" --kubeconfig="$LOCAL_DIR/kube-scheduler.kubeconfig" \
+    --authentication-kubeconfig="$LOCAL_DIR/kube-scheduler.kubeconfig" \
+    --authorization-kubeconfig="$LOCAL_DIR/kube-scheduler.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" --cert-dir="$pki/kube-scheduler" \
+    --leader-elect=false
+  start kube-controller-manager "$k8sbin/kube-controller-manager" \
+    --kubeconfig="$LOCAL_DIR/kube-controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$LOCAL_DIR/kube-controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$LOCAL_DIR/kube-controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$CONTROLLER_MANAGER_PORT" --cert-dir="$pki/kube-controller-manager" \
+    --leader-elect=false --controllers='*' --use-service-account-credentials=true \
+    --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
+    --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
+    --service-cluster-ip-range=10.96.0.0/16 --node-monitor-period=2s
+
+  log "installing the CRD, the operator's RBAC, the fake nodes and the samples' volumes"
+  k apply -f "$root/config/crd/bases" >/dev/null
+  manager_rbac_yaml | k apply -f - >/dev/null
+  nodes_yaml >"$LOCAL_DIR/nodes.yaml"
+  k apply -f "$LOCAL_DIR/nodes.yaml" >/dev/null
+  local name gpus cpu mem
+  while read -r name gpus cpu mem; do # status of nodes that already existed (resume, other sizes)
+    k patch node "$name" --subresource=status --type=merge \
+      -p "{\"status\":{\"capacity\":{\"cpu\":\"$cpu\",\"memory\":\"$mem\",\"pods\":\"110\",\"nvidia.com/gpu\":\"$gpus\"},\"allocatable\":{\"cpu\":\"$cpu\",\"memory\":\"$mem\",\"pods\":\"110\",\"nvidia.com/gpu\":\"$gpus\"}}}" >/dev/null
+  done < <(node_list)
+  local stale
+  stale=$(comm -23 <(k get nodes -l cvlab.epfl.ch/local-node=true -o name | sed 's|^node/||' | sort) <(node_list | awk '{print $1}' | sort))
+  if [ -n "$stale" ]; then
+    log "deleting nodes no longer listed: $(tr '\n' ' ' <<<"$stale")"
+    # shellcheck disable=SC2086
+    k delete node $stale >/dev/null
+  fi
+  wait_for "namespace default" kube-apiserver k get namespace default
+  volumes_yaml | k apply -f - >/dev/null
+
+  wait_for "kube-scheduler /healthz" kube-scheduler https_ok "$SCHEDULER_PORT" /healthz
+  wait_for "kube-controller-manager /healthz" kube-controller-manager https_ok "$CONTROLLER_MANAGER_PORT" /healthz
+  wait_for "nodes Ready without taints" kwok nodes_ready
+  wait_for "CRD cvlabjobs.cvlab.epfl.ch established" "" \
+    k wait --for=condition=Established crd/cvlabjobs.cvlab.epfl.ch --timeout=5s
+
+  local manager_args=(--kubeconfig="$LOCAL_DIR/manager.kubeconfig"
+    --health-probe-bind-address="127.0.0.1:$MANAGER_PROBE_PORT" --metrics-bind-address=0)
+  [ "$capacity" = off ] || manager_args+=(--gpu-capacity="$capacity")
+  # Flags of newer operators, passed only when this build has them (every listener on loopback).
+  local dashboard=""
+  if "$MANAGER" --help 2>&1 | grep -q -- '-dashboard-bind-address'; then
+    manager_args+=(--dashboard-bind-address="127.0.0.1:$DASHBOARD_PORT")
+    dashboard="http://127.0.0.1:$DASHBOARD_PORT/"
+  fi
+  # shellcheck disable=SC2206 # MANAGER_ARGS is a list of flags
+  manager_args+=($MANAGER_ARGS)
+  log "starting the operator (bin/manager ${manager_args[*]})"
+  start manager "$MANAGER" "${manager_args[@]}"
+  wait_for "operator /readyz" manager http_ok "$MANAGER_PROBE_PORT" /readyz
+
+  local n
+  n=$(node_list | wc -l)
+  cat <<EOF
+
+Local cluster ready in $((SECONDS - t0)) s: $n fake nodes, $total GPUs (operator --gpu-capacity=$capacity; off = from the nodes), state in $LOCAL_DIR
+  export KUBECONFIG=$LOCAL_DIR/kubeconfig
+  alias kubectl=$KUBECTL
+  kubectl apply -f config/samples/gpu-job.yaml
+  kubectl get cvlabjobs -w
+  kubectl describe cvj alice-train
+${dashboard:+Dashboard: $dashboard
+}Logs: $logs/*.log
+EOF
+  if [ -n "$detach" ]; then
+    if [ -n "$STOP_WITH_PID" ]; then
+      start watchdog "$root/hack/local-cluster.sh" watch "$STOP_WITH_PID" "$LOCAL_DIR"
+      echo "A watchdog stops the cluster when process $STOP_WITH_PID exits."
+    fi
+    echo "Detached; stop with: LOCAL_DIR=$LOCAL_DIR hack/local-cluster.sh stop"
+    trap - EXIT INT TERM
+    return 0
+  fi
+  echo "Ctrl-C stops everything; 'make run-local' again resumes with the same jobs."
+  # Wait for a signal or for a component to exit.
+  local pids=() pid
+  for c in "${components[@]}"; do
+    if pid=$(pid_of "$c"); then pids+=("$pid"); fi
+  done
+  set +e
+  wait -n "${pids[@]}"
+  set -e
+  for c in "${components[@]}"; do
+    if [ "$c" != watchdog ] && ! pid_of "$c" >/dev/null; then
+      log "$c exited; the end of $logs/$c.log:"
+      tail -n 20 "$logs/$c.log" >&2 || true
+    fi
+  done
+  exit 1
+}
+
+cmd=${1:-up}
+[ $# -eq 0 ] || shift
+case "$cmd" in
+  up) up "$@" ;;
+  stop) stop_all ;;
+  status)
+    r=$(running)
+    if [ -z "$r" ]; then echo "not running ($LOCAL_DIR)"; exit 1; fi
+    for c in $r; do echo "$c pid $(pid_of "$c")"; done
+    ;;
+  env) echo "export KUBECONFIG=$LOCAL_DIR/kubeconfig" ;;
+  watch) # internal: watch PID LOCAL_DIR; stops the cluster once PID has exited
+    watched=$1
+    trap 'exit 0' TERM INT
+    while [ -e "/proc/$watched" ] && [ "$(awk '{print $3}' "/proc/$watched/stat" 2>/dev/null)" != Z ]; do
+      sleep 1 &
+      wait $! || true
+    done
+    log "process $watched exited: stopping the cluster"
+    rm -f "$run/watchdog.pid"
+    stop_all
+    ;;
+  build) build ;;
+  clean)
+    stop_all
+    if [ ! -e "$LOCAL_DIR" ]; then
+      log "nothing to remove: $LOCAL_DIR does not exist"
+    elif [ -e "$LOCAL_DIR/.cvlab-local-cluster" ] || [ -z "$(ls -A "$LOCAL_DIR")" ]; then
+      rm -rf "$LOCAL_DIR"
+      log "removed $LOCAL_DIR"
+    else
+      die "$LOCAL_DIR was not made by this script; not removing it"
+    fi
+    ;;
+  -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' ;;
+  *) die "unknown command $cmd (up, stop, status, env, build, clean)" ;;
+esac
