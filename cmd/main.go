@@ -19,12 +19,15 @@ import (
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/controllers"
+	"github.com/epfl-cvlab/cvlab-queue/internal/dashboard"
 	"github.com/epfl-cvlab/cvlab-queue/internal/notify"
+	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
 )
 
 // config is what the flags set.
 type config struct {
 	metricsAddr, probeAddr string
+	dashboardAddr          string
 	leaderElect            bool
 	gpuCapacity            int
 	gpuNodeSelector        string
@@ -41,6 +44,8 @@ func main() {
 	var c config
 	flag.StringVar(&c.metricsAddr, "metrics-bind-address", "0", "Address of the metrics endpoint (:8080 for HTTP); 0 disables it.")
 	flag.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables it.")
+	flag.StringVar(&c.dashboardAddr, "dashboard-bind-address", dashboard.DefaultAddress,
+		"Address of the read-only queue dashboard (HTML page and JSON API under /api/v1/); served by every replica; 0 disables it.")
 	flag.BoolVar(&c.leaderElect, "leader-elect", false, "Elect a leader, so that only one manager runs the queue at a time.")
 	flag.IntVar(&c.gpuCapacity, "gpu-capacity", -1,
 		"Most GPUs the queue hands out (the lab's share of a bigger cluster). Without it, the nvidia.com/gpu allocatable of Ready nodes; without GPU nodes, the size of the pool.")
@@ -113,6 +118,13 @@ func run(c config) error {
 		}
 		opts.Notifier = w
 	}
+	if c.dashboardAddr != "0" {
+		store := &queueview.Store{}
+		opts.View = store
+		if err := mgr.Add(dashboard.NewServer(c.dashboardAddr, dashboard.New(store), ctrl.Log.WithName("dashboard"))); err != nil {
+			return err
+		}
+	}
 	r := controllers.NewQueueReconciler(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder("cvlab-queue"), opts)
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the queue: %w", err)
@@ -124,6 +136,7 @@ func run(c config) error {
 		return err
 	}
 	ctrl.Log.WithName("setup").Info("starting", "gpuCapacity", c.gpuCapacity, "gpuNodeSelector", c.gpuNodeSelector,
-		"preemption", c.preemption, "minRuntime", c.minRuntime, "maxHeadWait", c.maxHeadWait, "qps", c.qps, "burst", c.burst)
+		"preemption", c.preemption, "minRuntime", c.minRuntime, "maxHeadWait", c.maxHeadWait, "qps", c.qps, "burst", c.burst,
+		"dashboard", c.dashboardAddr)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }

@@ -237,7 +237,11 @@ func waitingMessage(e *queue.Entry, foreign int32) string {
 	}
 	msg := fmt.Sprintf("waiting: %s; %s", e.Reason, ahead)
 	if foreign > 0 {
-		msg += fmt.Sprintf("; %d GPUs are used by pods outside the queue (foreign)", foreign)
+		verb := "are"
+		if foreign == 1 {
+			verb = "is"
+		}
+		msg += fmt.Sprintf("; %s %s used by pods outside the queue (foreign)", queue.GPUCount(foreign), verb)
 	}
 	return msg
 }

@@ -652,6 +652,9 @@ func (p *placement) preempt(s Snapshot, order []Entry, i int) (Preemption, time.
 	return pr, time.Time{}, true
 }
 
+// GPUCount renders a GPU count for messages: "1 GPU", "3 GPUs".
+func GPUCount(n int32) string { return gpus(n) }
+
 // gpus renders a GPU count for messages: "1 GPU", "3 GPUs".
 func gpus(n int32) string {
 	if n == 1 {
