@@ -21,7 +21,7 @@ generate: controller-gen ## Generate deepcopy code.
 
 .PHONY: manifests
 manifests: controller-gen ## Generate CRDs and RBAC.
-	$(CONTROLLER_GEN) rbac:roleName=cvlab-queue-manager crd paths="./..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 
 .PHONY: fmt
 fmt:
@@ -61,7 +61,7 @@ build: generate
 
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster in KUBECONFIG.
-	go run ./cmd --gpu-capacity=$${GPU_CAPACITY:-30}
+	go run ./cmd $(RUN_ARGS)
 
 .PHONY: docker-build
 docker-build:

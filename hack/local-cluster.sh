@@ -321,7 +321,7 @@ apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata:
   name: cvlab-queue-manager-local
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cvlab-queue-manager}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: manager-role}
 subjects:
 - {apiGroup: rbac.authorization.k8s.io, kind: User, name: cvlab-queue-manager}
 EOF
