@@ -56,8 +56,9 @@ verify-generated: generate manifests ## Fail when generated files differ from wh
 ##@ Build
 
 .PHONY: build
-build: generate
+build: generate ## The manager and the kubectl plugin (bin/kubectl-cvlab: put bin/ on PATH for `kubectl cvlab`).
 	go build -o $(LOCALBIN)/manager ./cmd
+	go build -o $(LOCALBIN)/kubectl-cvlab ./cmd/kubectl-cvlab
 
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster in KUBECONFIG.

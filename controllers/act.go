@@ -371,9 +371,9 @@ func podFailure(p *corev1.Pod) string {
 // gpuOrdinals names a user's GPU ordinals: "1st GPU", "2nd-3rd GPUs".
 func gpuOrdinals(first, last int32) string {
 	if first == last {
-		return ordinal(last) + " GPU"
+		return queue.Ordinal(last) + " GPU"
 	}
-	return ordinal(first) + "-" + ordinal(last) + " GPUs"
+	return queue.Ordinal(first) + "-" + queue.Ordinal(last) + " GPUs"
 }
 
 func plural(single bool) string {
@@ -381,21 +381,6 @@ func plural(single bool) string {
 		return "s"
 	}
 	return ""
-}
-
-// ordinal renders 1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st...
-func ordinal(n int32) string {
-	suffix := "th"
-	switch {
-	case n%100 >= 11 && n%100 <= 13:
-	case n%10 == 1:
-		suffix = "st"
-	case n%10 == 2:
-		suffix = "nd"
-	case n%10 == 3:
-		suffix = "rd"
-	}
-	return strconv.Itoa(int(n)) + suffix
 }
 
 func ptrInt32(n int) *int32 {

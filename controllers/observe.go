@@ -3,7 +3,6 @@ package controllers
 import (
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/internal/cluster"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 )
 
@@ -101,7 +101,7 @@ func (r *QueueReconciler) observe(jobs []cvlabv1alpha1.CvlabJob, pods []corev1.P
 			}
 			continue
 		}
-		if g := podGPUs(p); g > 0 && !podFinished(p) && p.Spec.NodeName != "" {
+		if g := cluster.PodGPUs(p); g > 0 && !cluster.PodFinished(p) && p.Spec.NodeName != "" {
 			obs.cluster.foreign += g
 			obs.cluster.busy[obs.cluster.nodeOf(p.Spec.NodeName)] += g
 		}
@@ -137,7 +137,7 @@ func (r *QueueReconciler) observeNodes(nodes []corev1.Node) clusterView {
 			continue
 		}
 		c.nodeAware = true
-		if !nodeSchedulable(n) || q.Value() <= 0 {
+		if !cluster.NodeSchedulable(n) || q.Value() <= 0 {
 			continue
 		}
 		c.nodes = append(c.nodes, queue.Node{Name: n.Name, GPUs: int32(q.Value())})
@@ -159,28 +159,15 @@ func (c *clusterView) nodeOf(name string) string {
 
 // stopping counts the GPUs of one of the queue's pods being stopped: held until it is gone.
 func (c *clusterView) stopping(p *corev1.Pod) {
-	n := c.nodeOf(podNode(p))
-	c.busy[n] += podGPUs(p)
-	c.terminating[n] += podGPUs(p)
-}
-
-// nodeSchedulable: Ready, not cordoned.
-func nodeSchedulable(n *corev1.Node) bool {
-	if n.Spec.Unschedulable {
-		return false
-	}
-	for _, cond := range n.Status.Conditions {
-		if cond.Type == corev1.NodeReady {
-			return cond.Status == corev1.ConditionTrue
-		}
-	}
-	return false
+	n := c.nodeOf(cluster.PodNode(p))
+	c.busy[n] += cluster.PodGPUs(p)
+	c.terminating[n] += cluster.PodGPUs(p)
 }
 
 // nodeCapacityKey sums up what of a node matters to the queue, to ignore heartbeat updates.
 func nodeCapacityKey(n *corev1.Node) string {
 	q := n.Status.Allocatable[ResourceGPU]
-	return fmt.Sprintf("%v/%s/%s", nodeSchedulable(n), q.String(), labels.Set(n.Labels).String())
+	return fmt.Sprintf("%v/%s/%s", cluster.NodeSchedulable(n), q.String(), labels.Set(n.Labels).String())
 }
 
 // observeJob derives where a job stands from its status and pods.
@@ -194,24 +181,24 @@ func (r *QueueReconciler) observeJob(obs *observation, job *cvlabv1alpha1.CvlabJ
 	evictedPod, evicting := r.evicted[job.UID]
 	seenEvicted := false
 	for _, p := range pods {
-		v.lastAdmission = max(v.lastAdmission, podAdmission(p))
+		v.lastAdmission = max(v.lastAdmission, cluster.PodAdmission(p))
 		gone := p.DeletionTimestamp != nil
 		if evicting && p.Name == evictedPod {
 			seenEvicted = !gone
 			gone = true // deleted by us; the cache may not show it yet
 		}
 		if gone {
-			if !podFinished(p) {
+			if !cluster.PodFinished(p) {
 				obs.cluster.stopping(p)
 			}
 			continue
 		}
-		if v.live == nil || podAdmission(p) > podAdmission(v.live) {
-			if v.live != nil && !podFinished(v.live) {
+		if v.live == nil || cluster.PodAdmission(p) > cluster.PodAdmission(v.live) {
+			if v.live != nil && !cluster.PodFinished(v.live) {
 				obs.toDelete = append(obs.toDelete, v.live)
 			}
 			v.live = p
-		} else if !podFinished(p) {
+		} else if !cluster.PodFinished(p) {
 			obs.toDelete = append(obs.toDelete, p)
 		}
 	}
@@ -244,7 +231,7 @@ func (r *QueueReconciler) observeJob(obs *observation, job *cvlabv1alpha1.CvlabJ
 			v.live = nil
 		}
 	case v.live != nil:
-		v.node = podNode(v.live)
+		v.node = cluster.PodNode(v.live)
 		v.phase = cvlabv1alpha1.PhaseAdmitted
 		if v.live.Status.Phase == corev1.PodRunning {
 			v.phase = cvlabv1alpha1.PhaseRunning
@@ -322,14 +309,6 @@ func (obs *observation) requeueAfter(wakeup, now time.Time) time.Duration {
 	return max(slices.MinFunc(times, func(a, b time.Time) int { return a.Compare(b) }).Sub(now), time.Millisecond)
 }
 
-// podNode is the node a pod runs on, or the node the queue assigned it to.
-func podNode(p *corev1.Pod) string {
-	if p.Spec.NodeName != "" {
-		return p.Spec.NodeName
-	}
-	return p.Annotations[AnnotationNode]
-}
-
 // unschedulableSince tells since when the scheduler has been failing to place a pod.
 func unschedulableSince(p *corev1.Pod) (time.Time, bool) {
 	if p.Spec.NodeName != "" {
@@ -350,33 +329,4 @@ func unschedulableMessage(p *corev1.Pod) string {
 		}
 	}
 	return "no reason given"
-}
-
-func podFinished(p *corev1.Pod) bool {
-	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
-}
-
-func podAdmission(p *corev1.Pod) int32 {
-	n, _ := strconv.ParseInt(p.Labels[LabelAdmission], 10, 32)
-	return int32(n)
-}
-
-// podGPUs is the nvidia.com/gpu a pod holds: the larger of its containers' sum and its init
-// containers' maximum, counting limits or, failing them, requests.
-func podGPUs(p *corev1.Pod) int32 {
-	get := func(c *corev1.Container) int64 {
-		if q, ok := c.Resources.Limits[ResourceGPU]; ok {
-			return q.Value()
-		}
-		q := c.Resources.Requests[ResourceGPU]
-		return q.Value()
-	}
-	var sum, initMax int64
-	for i := range p.Spec.Containers {
-		sum += get(&p.Spec.Containers[i])
-	}
-	for i := range p.Spec.InitContainers {
-		initMax = max(initMax, get(&p.Spec.InitContainers[i]))
-	}
-	return int32(max(sum, initMax))
 }

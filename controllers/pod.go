@@ -11,6 +11,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/internal/cluster"
 )
 
 // Labels and annotations the operator puts on pods. `user` and `priority` are the lab's
@@ -18,16 +19,16 @@ import (
 const (
 	LabelUser      = "user"
 	LabelPriority  = "priority"
-	LabelJob       = "cvlab.epfl.ch/job"
-	LabelAdmission = "cvlab.epfl.ch/admission"
+	LabelJob       = cluster.LabelJob
+	LabelAdmission = cluster.LabelAdmission
 	// AnnotationPriority carries the exact priority, negative values included.
 	AnnotationPriority = "cvlab.epfl.ch/priority"
 	// AnnotationNode is the node the queue placed the pod on (also a required node affinity).
-	AnnotationNode = "cvlab.epfl.ch/node"
+	AnnotationNode = cluster.AnnotationNode
 	// DefaultTerminationGracePeriodSeconds lets training checkpoint on SIGTERM.
 	DefaultTerminationGracePeriodSeconds int64 = 60
 	// ResourceGPU is the extended resource of NVIDIA's device plugin.
-	ResourceGPU corev1.ResourceName = "nvidia.com/gpu"
+	ResourceGPU = cluster.ResourceGPU
 	// ContainerName is the name of the job's only container.
 	ContainerName = "job"
 )

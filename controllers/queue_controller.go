@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/internal/cluster"
 	"github.com/epfl-cvlab/cvlab-queue/internal/notify"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
@@ -160,7 +161,7 @@ func (r *QueueReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return false
 		}
 		_, ours := p.Labels[LabelJob]
-		return ours || podGPUs(p) > 0
+		return ours || cluster.PodGPUs(p) > 0
 	})
 	capacityChanges := predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {

@@ -652,6 +652,21 @@ func (p *placement) preempt(s Snapshot, order []Entry, i int) (Preemption, time.
 	return pr, time.Time{}, true
 }
 
+// Ordinal renders 1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st...: a user's GPU ordinals in messages.
+func Ordinal(n int32) string {
+	suffix := "th"
+	switch {
+	case n%100 >= 11 && n%100 <= 13:
+	case n%10 == 1:
+		suffix = "st"
+	case n%10 == 2:
+		suffix = "nd"
+	case n%10 == 3:
+		suffix = "rd"
+	}
+	return strconv.Itoa(int(n)) + suffix
+}
+
 // GPUCount renders a GPU count for messages: "1 GPU", "3 GPUs".
 func GPUCount(n int32) string { return gpus(n) }
 
