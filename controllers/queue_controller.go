@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -41,6 +42,9 @@ const (
 	expectationTimeout = time.Minute
 	// reservationTimeout bounds how long a preemptor keeps GPUs that its victims free.
 	reservationTimeout = 15 * time.Minute
+	// maxRetryDelay bounds the wait before a decision that failed (e.g. the API server is down)
+	// runs again.
+	maxRetryDelay = 10 * time.Second
 	// retryAfterErrors is when a decision whose writes partly failed runs again.
 	retryAfterErrors = 2 * time.Second
 	// backoffMax bounds the wait before a job whose start failed is tried again.
@@ -175,7 +179,12 @@ func (r *QueueReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&cvlabv1alpha1.CvlabJob{}, enqueue).
 		Watches(&corev1.Pod{}, enqueue, builder.WithPredicates(relevantPods)).
 		Watches(&corev1.Node{}, enqueue, builder.WithPredicates(capacityChanges)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: 1,
+			// The whole queue is one request: when the API server fails, retry quickly and never
+			// back off longer than maxRetryDelay, so that admissions resume soon after it is back.
+			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](5*time.Millisecond, maxRetryDelay),
+		}).
 		Complete(r)
 }
 
