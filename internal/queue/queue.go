@@ -30,6 +30,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -206,10 +207,14 @@ func Order(jobs []Job) []Entry {
 			n++
 		}
 	}
-	// Sort small keys rather than whole entries: the same order as CompareGlobal, far less copying.
+	// Sort small keys rather than whole entries: the same order as CompareGlobal, far less copying,
+	// with creation times as integers.
 	type sortKey struct {
-		job         *Job
-		first, last int32
+		last    int32
+		first   int32
+		created int64
+		key     string
+		job     *Job
 	}
 	keys := make([]sortKey, 0, n)
 	for _, list := range byUser {
@@ -218,11 +223,17 @@ func Order(jobs []Job) []Entry {
 		for _, j := range list {
 			first := through + 1
 			through += j.GPUs
-			keys = append(keys, sortKey{job: j, first: first, last: through})
+			keys = append(keys, sortKey{last: through, first: first, created: j.Created.UnixNano(), key: j.Key, job: j})
 		}
 	}
 	slices.SortFunc(keys, func(a, b sortKey) int {
-		return cmp.Or(cmp.Compare(a.last, b.last), a.job.Created.Compare(b.job.Created), cmp.Compare(a.job.Key, b.job.Key))
+		if a.last != b.last {
+			return cmp.Compare(a.last, b.last)
+		}
+		if a.created != b.created {
+			return cmp.Compare(a.created, b.created)
+		}
+		return strings.Compare(a.key, b.key)
 	})
 	order := make([]Entry, len(keys))
 	for i, k := range keys {
@@ -393,6 +404,7 @@ type placement struct {
 	// total free, most free on one node, most free plus being freed on one node.
 	total, most, mostSoon int32
 	reasons               map[int32]string
+	scratch               [2][]int
 }
 
 // claim is what a preemptor holds on a node: GPUs promised out of those being freed (soon) and
@@ -582,6 +594,12 @@ func (p *placement) shortfall(g int32) string {
 	return r
 }
 
+// enough tells whether node n, with the GPUs being freed and freed more, can take g GPUs.
+// Without a capacity bound capFree is near math.MaxInt32: adding freed would overflow.
+func (p *placement) enough(n string, g, freed int32) bool {
+	return p.free[n]+p.soon[n]+freed >= g && (p.capacity < 0 || p.capFree+freed >= g)
+}
+
 // preempt looks for the running jobs that the waiting job order[i] may evict to start: on one
 // node, ranked below it, running for at least MinRuntime, the lowest-ranked first and no more
 // than needed. Among nodes it prefers the fewest victims, then victims ranked lowest. When none
@@ -589,23 +607,22 @@ func (p *placement) shortfall(g int32) string {
 func (p *placement) preempt(s Snapshot, order []Entry, i int) (Preemption, time.Time, bool) {
 	e := &order[i]
 	var (
-		bestNode   string
-		bestChosen []int
-		found      bool
-		wakeAt     time.Time
+		bestNode string
+		found    bool
+		wakeAt   time.Time
 	)
+	// Two scratch slices, reused across nodes and decisions' preemptors: the best victims so
+	// far and the current node's.
+	best, chosen := p.scratch[0][:0], p.scratch[1][:0]
+	defer func() { p.scratch[0], p.scratch[1] = best[:0], chosen[:0] }()
 	for _, n := range p.nodes {
 		if p.alloc[n] < e.GPUs {
 			continue
 		}
-		// Without a capacity bound capFree is near math.MaxInt32: adding freed would overflow.
-		enough := func(freed int32) bool {
-			return p.free[n]+p.soon[n]+freed >= e.GPUs && (p.capacity < 0 || p.capFree+freed >= e.GPUs)
-		}
-		var chosen []int
+		chosen = chosen[:0]
 		var freed int32
 		holders := p.onNode[n]
-		for k := len(holders) - 1; k >= 0 && !enough(freed); k-- { // lowest-ranked first
+		for k := len(holders) - 1; k >= 0 && !p.enough(n, e.GPUs, freed); k-- { // lowest-ranked first
 			j := holders[k]
 			v := &order[j]
 			if j <= i || p.evicting[v.Key] || v.Started.IsZero() {
@@ -620,20 +637,22 @@ func (p *placement) preempt(s Snapshot, order []Entry, i int) (Preemption, time.
 			chosen = append(chosen, j)
 			freed += v.GPUs
 		}
-		if !enough(freed) {
+		if !p.enough(n, e.GPUs, freed) {
 			continue
 		}
 		for k := len(chosen) - 1; k >= 0; k-- { // drop the higher-ranked ones not needed
-			if g := order[chosen[k]].GPUs; enough(freed - g) {
+			if g := order[chosen[k]].GPUs; p.enough(n, e.GPUs, freed-g) {
 				freed -= g
 				chosen = slices.Delete(chosen, k, k+1)
 			}
 		}
-		if !found || len(chosen) < len(bestChosen) ||
-			len(chosen) == len(bestChosen) && slices.Min(chosen) > slices.Min(bestChosen) {
-			bestNode, bestChosen, found = n, chosen, true
+		if !found || len(chosen) < len(best) ||
+			len(chosen) == len(best) && slices.Min(chosen) > slices.Min(best) {
+			bestNode, found = n, true
+			best, chosen = chosen, best // keep these victims; reuse the other slice
 		}
 	}
+	bestChosen := best
 	if !found {
 		return Preemption{}, wakeAt, false
 	}
