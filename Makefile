@@ -44,10 +44,6 @@ test-unit: ## Unit tests and envtest suites (builds the test control plane once)
 	echo "KUBEBUILDER_ASSETS=$$assets" && \
 	KUBEBUILDER_ASSETS="$$assets" go test -count=1 $(GO_TEST_FLAGS) ./...
 
-.PHONY: bench
-bench: ## Benchmarks of the queue engine.
-	go test -run '^$$' -bench . -benchmem ./internal/...
-
 .PHONY: verify-generated
 verify-generated: generate manifests ## Fail when generated files differ from what is committed.
 	@git diff --exit-code -- api config || { echo "generated files are stale: run 'make generate manifests' and commit" >&2; exit 1; }
@@ -77,3 +73,7 @@ $(CONTROLLER_GEN):
 
 # The local cluster (make run-local, clean-local, test-e2e, demo, deploy, undeploy).
 include hack/local.mk
+
+# Fault injection (make test-chaos) and benchmarks (make bench, make bench-kueue).
+include hack/chaos.mk
+include hack/bench.mk

@@ -15,6 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
@@ -22,13 +23,17 @@ import (
 	"github.com/epfl-cvlab/cvlab-queue/internal/dashboard"
 	"github.com/epfl-cvlab/cvlab-queue/internal/notify"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
+	"github.com/epfl-cvlab/cvlab-queue/internal/validation"
 )
 
 // config is what the flags set.
 type config struct {
 	metricsAddr, probeAddr string
+	metricsSecure          bool
+	adminGroups            string
 	dashboardAddr          string
 	leaderElect            bool
+	leaderElection         leaderElectionFlags
 	gpuCapacity            int
 	gpuNodeSelector        string
 	maxHeadWait            time.Duration
@@ -38,15 +43,22 @@ type config struct {
 	notifyWebhook          string
 	qps                    float64
 	burst                  int
+	statusQPS              float64
 }
 
 func main() {
 	var c config
 	flag.StringVar(&c.metricsAddr, "metrics-bind-address", "0", "Address of the metrics endpoint (:8080 for HTTP); 0 disables it.")
+	flag.BoolVar(&c.metricsSecure, "metrics-secure", false,
+		"Serve the metrics endpoint over HTTPS, to clients with a Kubernetes token allowed to GET /metrics (TokenReview and SubjectAccessReview; see config/rbac/metrics_auth_role.yaml).")
+	flag.StringVar(&c.adminGroups, "admin-groups", validation.DefaultAdminGroups,
+		"Comma-separated groups whose members may submit, change and delete anyone's CvlabJobs and run GPU pods outside the queue; written into the admission policies' params (ConfigMap "+
+			validation.ParamsName+", key "+validation.KeyAdminGroups+"; docs/security.md). Empty: no admin group.")
 	flag.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables it.")
 	flag.StringVar(&c.dashboardAddr, "dashboard-bind-address", dashboard.DefaultAddress,
 		"Address of the read-only queue dashboard (HTML page and JSON API under /api/v1/); served by every replica; 0 disables it.")
 	flag.BoolVar(&c.leaderElect, "leader-elect", false, "Elect a leader, so that only one manager runs the queue at a time.")
+	c.leaderElection.bind(flag.CommandLine)
 	flag.IntVar(&c.gpuCapacity, "gpu-capacity", -1,
 		"Most GPUs the queue hands out (the lab's share of a bigger cluster). Without it, the nvidia.com/gpu allocatable of Ready nodes; without GPU nodes, the size of the pool.")
 	flag.StringVar(&c.gpuNodeSelector, "gpu-node-selector", "", "Label selector of the nodes whose GPUs the queue hands out (default: all nodes), e.g. cvlab.epfl.ch/gpu=true.")
@@ -60,6 +72,8 @@ func main() {
 	flag.StringVar(&c.notifyWebhook, "notify-webhook", "", "URL that receives a JSON POST (Slack-compatible `text` plus structured fields) for each preemption.")
 	flag.Float64Var(&c.qps, "kube-api-qps", 200, "Queries per second to the API server (client-side rate limit).")
 	flag.IntVar(&c.burst, "kube-api-burst", 400, "Burst of queries to the API server (client-side rate limit).")
+	flag.Float64Var(&c.statusQPS, "status-qps", controllers.DefaultStatusQPS,
+		"Most status writes per second for waiting jobs whose place in the queue changed (queuePosition, rank), written in the background, front of the queue first; within --kube-api-qps.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -81,6 +95,15 @@ func run(c config) error {
 	if err != nil {
 		return fmt.Errorf("--gpu-node-selector: %w", err)
 	}
+	if c.leaderElect {
+		if err := c.leaderElection.validate(); err != nil {
+			return err
+		}
+	}
+	adminGroups, err := validation.ParseAdminGroups(c.adminGroups)
+	if err != nil {
+		return err
+	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
@@ -91,13 +114,26 @@ func run(c config) error {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(cvlabv1alpha1.AddToScheme(scheme))
 
+	metrics := metricsserver.Options{BindAddress: c.metricsAddr}
+	if c.metricsSecure {
+		// HTTPS (a self-signed certificate unless one is mounted) and Kubernetes authn/authz.
+		metrics.SecureServing = true
+		metrics.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: c.metricsAddr},
+		Metrics:                metrics,
 		HealthProbeBindAddress: c.probeAddr,
 		LeaderElection:         c.leaderElect,
 		LeaderElectionID:       "cvlab-queue.cvlab.epfl.ch",
-		Cache:                  controllers.CacheOptions(),
+		// Lease settings from the flags; a graceful stop (SIGTERM) hands the lease over at once
+		// instead of making the other replicas wait for it to expire (docs/reliability.md).
+		LeaderElectionNamespace:       c.leaderElection.namespace,
+		LeaseDuration:                 &c.leaderElection.leaseDuration,
+		RenewDeadline:                 &c.leaderElection.renewDeadline,
+		RetryPeriod:                   &c.leaderElection.retryPeriod,
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         controllers.CacheOptions(),
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
@@ -109,6 +145,7 @@ func run(c config) error {
 		UnschedulableTimeout: c.unschedulableTimeout,
 		Preemption:           policy,
 		MinRuntime:           c.minRuntime,
+		StatusQPS:            c.statusQPS,
 		Clock:                clock.RealClock{},
 	}
 	if c.notifyWebhook != "" {
@@ -125,6 +162,12 @@ func run(c config) error {
 			return err
 		}
 	}
+	if err := mgr.Add(&validation.ParamsWriter{
+		Client: mgr.GetClient(), Namespace: validation.OperatorNamespace(), Name: validation.ParamsName,
+		AdminGroups: adminGroups, Log: ctrl.Log.WithName("admission-params"),
+	}); err != nil {
+		return err
+	}
 	r := controllers.NewQueueReconciler(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder("cvlab-queue"), opts)
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the queue: %w", err)
@@ -137,6 +180,6 @@ func run(c config) error {
 	}
 	ctrl.Log.WithName("setup").Info("starting", "gpuCapacity", c.gpuCapacity, "gpuNodeSelector", c.gpuNodeSelector,
 		"preemption", c.preemption, "minRuntime", c.minRuntime, "maxHeadWait", c.maxHeadWait, "qps", c.qps, "burst", c.burst,
-		"dashboard", c.dashboardAddr)
+		"dashboard", c.dashboardAddr, "metricsSecure", c.metricsSecure, "adminGroups", adminGroups)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }

@@ -53,14 +53,19 @@ func (r *QueueReconciler) evict(ctx context.Context, obs *observation, evictions
 			setPreempted(want, true, ReasonPreempted, ev.message, v.job.Generation, t)
 		}
 		setReady(want, v.job.Generation, t)
-		if err := r.patchStatus(ctx, v, want); err != nil {
+		r.positions.claim(v.job.UID)
+		err := r.patchStatus(ctx, v, want)
+		r.positions.release(v.job.UID)
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		v.evicted = true
-		r.written[v.job.UID] = want
-		if err := r.client.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
-			errs = append(errs, fmt.Errorf("deleting pod %s/%s: %w", pod.Namespace, pod.Name, err))
+		r.setWritten(v.job.UID, want)
+		if err := r.deleteSeen(ctx, pod); apierrors.IsConflict(err) {
+			continue // the pod changed (it may have ended): the next decision finishes or voids the eviction
+		} else if err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		r.evicted[v.job.UID] = pod.Name
@@ -100,6 +105,17 @@ func (r *QueueReconciler) evict(ctx context.Context, obs *observation, evictions
 	return errs
 }
 
+// deleteSeen deletes a pod as the decision saw it (its grace period applies). A pod that changed
+// since, such as one that just ended, is not deleted (a Conflict error): the next decision judges
+// it again, so that a job whose pod succeeded is never requeued to run again.
+func (r *QueueReconciler) deleteSeen(ctx context.Context, p *corev1.Pod) error {
+	err := r.client.Delete(ctx, p, client.Preconditions{UID: &p.UID, ResourceVersion: &p.ResourceVersion})
+	if client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("deleting pod %s/%s: %w", p.Namespace, p.Name, err)
+	}
+	return nil
+}
+
 // preemptorJob is the event's related object: none for an unschedulable requeue. It returns an
 // untyped nil then, since a typed nil pointer in the interface would make the recorder panic.
 func (ev *eviction) preemptorJob() runtime.Object {
@@ -111,7 +127,9 @@ func (ev *eviction) preemptorJob() runtime.Object {
 
 // createPod creates the pod of the job's next admission, pinned to node. A pod of that name that
 // already exists and belongs to the job counts as created: the cache had not shown it yet.
-func (r *QueueReconciler) createPod(ctx context.Context, v *jobView, hostname, node string, now time.Time) error {
+// It runs concurrently with the decision's other creations: it touches only v; the caller
+// records the expectation.
+func (r *QueueReconciler) createPod(ctx context.Context, v *jobView, hostname, node string) error {
 	n := v.lastAdmission + 1
 	pod := BuildPod(v.job, n, node, hostname)
 	err := r.client.Create(ctx, pod, FieldOwner)
@@ -128,7 +146,6 @@ func (r *QueueReconciler) createPod(ctx context.Context, v *jobView, hostname, n
 	if err != nil {
 		return fmt.Errorf("creating pod %s: %w", pod.Name, err)
 	}
-	r.expected[v.job.UID] = expectation{pod: pod.Name, since: now}
 	metricAdmissions.Inc()
 	v.lastAdmission = n
 	v.node = node
@@ -137,14 +154,19 @@ func (r *QueueReconciler) createPod(ctx context.Context, v *jobView, hostname, n
 
 // desiredStatus is the status the job should have after this decision.
 func (r *QueueReconciler) desiredStatus(v *jobView, e *queue.Entry, cluster clusterView, now time.Time) *cvlabv1alpha1.CvlabJobStatus {
-	if IsFinished(v.cur) {
-		return v.cur // final: never rewritten
+	if IsFinished(v.cur) || v.frozen {
+		return v.cur // final: never rewritten; or left as it is until its pod is gone
 	}
 	st := v.cur.DeepCopy()
 	gen := v.job.Generation
 	t := metav1.NewTime(now)
 	st.ObservedGeneration = gen
 	st.QueuePosition, st.Rank, st.UserGPUs = nil, nil, ""
+	if v.disruption != "" && (st.Phase == cvlabv1alpha1.PhaseAdmitted || st.Phase == cvlabv1alpha1.PhaseRunning) {
+		// Its node lost its pod: counted once, whether it waits now or is admitted again at once.
+		countDisruption(st)
+		setDisrupted(st, true, ReasonNodeLost, v.disruption+"; back in the queue, not counted against the job", gen, t)
+	}
 	if e != nil {
 		st.Rank = ptrInt32(e.Rank)
 		st.UserGPUs = e.UserGPUs()
@@ -153,6 +175,16 @@ func (r *QueueReconciler) desiredStatus(v *jobView, e *queue.Entry, cluster clus
 	switch v.phase {
 	case cvlabv1alpha1.PhaseSucceeded, cvlabv1alpha1.PhaseFailed:
 		st.Phase = v.phase
+		if v.live != nil { // it may have ended before its admission was recorded (manager restarted)
+			st.PodName, st.Admissions = v.live.Name, v.lastAdmission
+			if st.StartTime == nil {
+				st.StartTime = v.live.Status.StartTime
+			}
+		}
+		if v.evictionVoid && meta.IsStatusConditionTrue(st.Conditions, cvlabv1alpha1.ConditionPreempted) {
+			st.Preemptions = max(st.Preemptions-1, 0)
+			setPreempted(st, false, ReasonPodEnded, "its pod ended before it could be evicted", gen, t)
+		}
 		st.Rank, st.UserGPUs = nil, ""
 		st.CompletionTime = &t
 		st.Message = v.finishMsg
@@ -184,6 +216,9 @@ func (r *QueueReconciler) desiredStatus(v *jobView, e *queue.Entry, cluster clus
 		setRunning(st, false, ReasonPodPending, st.Message, gen, t)
 		if meta.IsStatusConditionTrue(st.Conditions, cvlabv1alpha1.ConditionPreempted) {
 			setPreempted(st, false, ReasonReadmitted, "admitted again after being preempted", gen, t)
+		}
+		if c := meta.FindStatusCondition(st.Conditions, ConditionDisrupted); c != nil && c.Status == metav1.ConditionTrue {
+			setDisrupted(st, false, ReasonReadmitted, "admitted again; before: "+c.Message, gen, t)
 		}
 
 	case cvlabv1alpha1.PhaseRunning:
@@ -283,6 +318,9 @@ func writeOrder(v *jobView, e *queue.Entry) int {
 func (r *QueueReconciler) patchStatus(ctx context.Context, v *jobView, want *cvlabv1alpha1.CvlabJobStatus) error {
 	base := v.job.DeepCopy()
 	base.Status = *v.cur
+	if w, ok := r.lastWritten(v.job.UID); ok {
+		base.Status = *w // newer than what the decision read, if the position writer wrote since
+	}
 	modified := base.DeepCopy()
 	modified.Status = *want
 	if err := r.client.Status().Patch(ctx, modified, client.MergeFrom(base), FieldOwner); client.IgnoreNotFound(err) != nil {
@@ -305,6 +343,9 @@ func (r *QueueReconciler) writeStatuses(ctx context.Context, writes []statusWrit
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
+			uid := writes[i].view.job.UID
+			r.positions.claim(uid)
+			defer r.positions.release(uid)
 			if err := r.patchStatus(ctx, writes[i].view, writes[i].want); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
@@ -317,8 +358,11 @@ func (r *QueueReconciler) writeStatuses(ctx context.Context, writes []statusWrit
 	wg.Wait()
 	for i, w := range writes {
 		if done[i] {
-			r.written[w.view.job.UID] = w.want
+			r.setWritten(w.view.job.UID, w.want)
 			r.recordPhaseEvent(w.view.job, w.view.cur, w.want)
+			if w.view.disruption != "" && r.recorder != nil {
+				r.recorder.Eventf(w.view.job, nil, corev1.EventTypeWarning, "Disrupted", "Requeue", "%s; back in the queue", w.view.disruption)
+			}
 			if w.want.Phase == cvlabv1alpha1.PhaseRunning && w.view.cur.Phase != cvlabv1alpha1.PhaseRunning && w.want.StartTime != nil {
 				metricWait.Observe(w.want.StartTime.Sub(w.view.job.CreationTimestamp.Time).Seconds())
 			}

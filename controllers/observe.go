@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"time"
 
@@ -28,6 +29,8 @@ type clusterView struct {
 	busy, terminating map[string]int32
 	// foreign are GPUs held by pods the operator does not own.
 	foreign int32
+	// up tells, for every node that exists, whether it is Ready and schedulable.
+	up map[string]bool
 }
 
 // jobView is one job as observed at the start of a decision.
@@ -51,6 +54,19 @@ type jobView struct {
 	evicted    bool
 	requeueMsg string
 	preemptor  string
+	// evictionVoid is set when the pod of an eviction written in status ended on its own before
+	// it was stopped.
+	evictionVoid bool
+	// dying is the pod of the job's last admission when it is being deleted or was lost to its
+	// node; disruption says how the node lost it (the job is requeued).
+	dying      *corev1.Pod
+	disruption string
+	// frozen jobs are left as they are, out of the queue's order (their pods' GPUs count as
+	// busy), until their pod is gone: someone else is deleting it, or the job is invalid but its
+	// pod was started before.
+	frozen bool
+	// invalid says what is wrong with a stored spec that the CRD's validation would refuse today.
+	invalid string
 }
 
 func (v *jobView) key() string { return v.job.Namespace + "/" + v.job.Name }
@@ -64,6 +80,12 @@ type eviction struct {
 	node            string
 }
 
+// unfinishedEviction is a pod to stop because its job's status already says it was evicted.
+type unfinishedEviction struct {
+	job types.UID
+	pod *corev1.Pod
+}
+
 // observation is everything one decision reads.
 type observation struct {
 	views    []*jobView
@@ -72,6 +94,8 @@ type observation struct {
 	toDelete []*corev1.Pod
 	// requeues are admitted jobs whose pod stayed unschedulable too long.
 	requeues []eviction
+	// unfinishedEvictions are evictions written in status whose pod was not stopped yet.
+	unfinishedEvictions []unfinishedEviction
 	// wakeups are times at which the decision changes by itself (unschedulable deadlines).
 	wakeups []time.Time
 }
@@ -82,11 +106,14 @@ func (r *QueueReconciler) observe(jobs []cvlabv1alpha1.CvlabJob, pods []corev1.P
 	for i := range jobs {
 		byUID[jobs[i].UID] = &jobs[i]
 	}
+	r.writtenMu.Lock()
 	forgetGone(r.written, byUID)
+	r.writtenMu.Unlock()
 	forgetGone(r.expected, byUID)
 	forgetGone(r.evicted, byUID)
 	forgetGone(r.reserved, byUID)
 	forgetGone(r.backoff, byUID)
+	forgetGone(r.podNode, byUID)
 
 	obs.cluster = r.observeNodes(nodes)
 	podsOf := map[types.UID][]*corev1.Pod{}
@@ -126,9 +153,10 @@ func forgetGone[V any](m map[types.UID]V, jobs map[types.UID]*cvlabv1alpha1.Cvla
 
 // observeNodes reads capacity off the selected nodes.
 func (r *QueueReconciler) observeNodes(nodes []corev1.Node) clusterView {
-	c := clusterView{hostnames: map[string]string{}, busy: map[string]int32{}, terminating: map[string]int32{}}
+	c := clusterView{hostnames: map[string]string{}, busy: map[string]int32{}, terminating: map[string]int32{}, up: map[string]bool{}}
 	for i := range nodes {
 		n := &nodes[i]
+		c.up[n.Name] = cluster.NodeSchedulable(n)
 		if !r.opts.NodeSelector.Matches(labels.Set(n.Labels)) {
 			continue
 		}
@@ -173,7 +201,7 @@ func nodeCapacityKey(n *corev1.Node) string {
 // observeJob derives where a job stands from its status and pods.
 func (r *QueueReconciler) observeJob(obs *observation, job *cvlabv1alpha1.CvlabJob, pods []*corev1.Pod, now time.Time) *jobView {
 	v := &jobView{job: job, cur: &job.Status}
-	if w, ok := r.written[job.UID]; ok {
+	if w, ok := r.lastWritten(job.UID); ok {
 		v.cur = w
 	}
 	v.lastAdmission = v.cur.Admissions
@@ -182,12 +210,17 @@ func (r *QueueReconciler) observeJob(obs *observation, job *cvlabv1alpha1.CvlabJ
 	seenEvicted := false
 	for _, p := range pods {
 		v.lastAdmission = max(v.lastAdmission, cluster.PodAdmission(p))
-		gone := p.DeletionTimestamp != nil
+		// A pod that failed because its node lost it (see podDisruption) is never the job's result:
+		// it counts as gone.
+		gone := p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodFailed && podDisruption(p) != ""
 		if evicting && p.Name == evictedPod {
-			seenEvicted = !gone
+			seenEvicted = p.DeletionTimestamp == nil
 			gone = true // deleted by us; the cache may not show it yet
 		}
 		if gone {
+			if v.dying == nil || cluster.PodAdmission(p) > cluster.PodAdmission(v.dying) {
+				v.dying = p
+			}
 			if !cluster.PodFinished(p) {
 				obs.cluster.stopping(p)
 			}
@@ -205,14 +238,46 @@ func (r *QueueReconciler) observeJob(obs *observation, job *cvlabv1alpha1.CvlabJ
 	if evicting && !seenEvicted {
 		delete(r.evicted, job.UID)
 	}
+	// Evictions are written status first (evict): a job back in Queued whose pod of that same
+	// admission is still live was being evicted when the manager stopped, or the delete failed or
+	// was refused because the pod had changed. Finish the eviction rather than take the job back
+	// as running with a preemption counted that never happened; and if that pod ended on its own
+	// meanwhile, the job ends with it and the eviction is void.
+	if v.live != nil && v.cur.Phase == cvlabv1alpha1.PhaseQueued && v.cur.Admissions > 0 && cluster.PodAdmission(v.live) == v.cur.Admissions {
+		if cluster.PodFinished(v.live) {
+			v.evictionVoid = true
+		} else {
+			obs.unfinishedEvictions = append(obs.unfinishedEvictions, unfinishedEviction{job: job.UID, pod: v.live})
+			obs.cluster.stopping(v.live)
+			evicting = true
+			v.live = nil
+		}
+	}
 	if e, ok := r.expected[job.UID]; ok && (v.live != nil && v.live.Name == e.pod || now.Sub(e.since) > expectationTimeout) {
 		delete(r.expected, job.UID)
 	}
 	_, expected := r.expected[job.UID]
 
+	if v.dying != nil && cluster.PodAdmission(v.dying) < v.lastAdmission {
+		v.dying = nil // an older admission's pod
+	}
+	if e := job.Annotations[annotationDecodeError]; e != "" {
+		v.invalid = "its stored spec does not decode: " + e
+	} else if job.Spec.GPUs < 0 {
+		v.invalid = fmt.Sprintf("spec.gpus is %d, it must be 0 or more", job.Spec.GPUs)
+	}
+
 	switch {
 	case IsFinished(v.cur):
 		v.phase = v.cur.Phase
+	case v.invalid != "" && v.live == nil:
+		v.phase = cvlabv1alpha1.PhaseFailed
+		v.finishReason = ReasonInvalidSpec
+		v.finishMsg = "invalid: " + v.invalid + " (stored before the CRD validated it); delete the job and submit it again"
+	case v.invalid != "" && !cluster.PodFinished(v.live):
+		// Started before: it keeps its pod, whose GPUs count as busy, until the pod ends.
+		v.phase, v.frozen = v.cur.Phase, true
+		obs.cluster.busy[obs.cluster.nodeOf(cluster.PodNode(v.live))] += cluster.PodGPUs(v.live)
 	case v.live != nil && v.live.Status.Phase == corev1.PodSucceeded:
 		v.phase = cvlabv1alpha1.PhaseSucceeded
 		v.finishReason, v.finishMsg = ReasonSucceeded, fmt.Sprintf("pod %s succeeded", v.live.Name)
@@ -232,6 +297,7 @@ func (r *QueueReconciler) observeJob(obs *observation, job *cvlabv1alpha1.CvlabJ
 		}
 	case v.live != nil:
 		v.node = cluster.PodNode(v.live)
+		r.podNode[job.UID] = v.node
 		v.phase = cvlabv1alpha1.PhaseAdmitted
 		if v.live.Status.Phase == corev1.PodRunning {
 			v.phase = cvlabv1alpha1.PhaseRunning
@@ -249,9 +315,23 @@ func (r *QueueReconciler) observeJob(obs *observation, job *cvlabv1alpha1.CvlabJ
 	case evicting:
 		v.phase = cvlabv1alpha1.PhaseQueued // its pod was stopped on purpose
 	case v.cur.Phase == cvlabv1alpha1.PhaseAdmitted || v.cur.Phase == cvlabv1alpha1.PhaseRunning:
-		v.phase = cvlabv1alpha1.PhaseFailed
-		v.finishReason = ReasonPodDeleted
-		v.finishMsg = fmt.Sprintf("pod %s was deleted before the job finished", v.cur.PodName)
+		// Its pod is going or gone, and not by the queue's doing.
+		switch {
+		case v.dying != nil && podDisruption(v.dying) != "":
+			v.phase, v.disruption = cvlabv1alpha1.PhaseQueued, fmt.Sprintf("pod %s %s", v.dying.Name, podDisruption(v.dying))
+		case v.dying != nil && !cluster.PodFinished(v.dying):
+			v.phase, v.frozen = v.cur.Phase, true // being deleted: judged once it is gone
+		case v.dying == nil && r.nodeLost(obs, v):
+			node := r.podNode[job.UID]
+			if node == "" {
+				node = nodeFromMessage(v.cur.Message)
+			}
+			v.phase, v.disruption = cvlabv1alpha1.PhaseQueued, fmt.Sprintf("pod %s vanished with its node %s (%s)", v.cur.PodName, node, nodeState(obs, node))
+		default:
+			v.phase = cvlabv1alpha1.PhaseFailed
+			v.finishReason = ReasonPodDeleted
+			v.finishMsg = fmt.Sprintf("pod %s was deleted before the job finished", v.cur.PodName)
+		}
 	default:
 		v.phase = cvlabv1alpha1.PhaseQueued
 	}
@@ -276,6 +356,9 @@ func (obs *observation) snapshot(r *QueueReconciler, now time.Time) queue.Snapsh
 		s.PoolBusy, s.PoolTerminating = obs.cluster.busy[""], obs.cluster.terminating[""]
 	}
 	for _, v := range obs.views {
+		if v.frozen {
+			continue // its pod's GPUs count as busy until it is gone
+		}
 		j := queue.Job{
 			Key: v.key(), User: v.job.Spec.User, Priority: v.job.Spec.Priority,
 			Created: v.job.CreationTimestamp.Time, GPUs: v.job.Spec.GPUs, Node: v.node,
@@ -329,4 +412,49 @@ func unschedulableMessage(p *corev1.Pod) string {
 		}
 	}
 	return "no reason given"
+}
+
+// podDisruption says how a pod was lost to its node rather than stopped by a person ("" if it
+// was not): evicted by the kubelet (node pressure), or marked by the control plane before deleting
+// it: the taint manager (node NotReady or unreachable), the pod GC (node deleted), an eviction
+// through the API (kubectl drain), a preemption by kube-scheduler.
+func podDisruption(p *corev1.Pod) string {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.DisruptionTarget && c.Status == corev1.ConditionTrue {
+			return fmt.Sprintf("was stopped by the cluster (%s: %s)", c.Reason, c.Message)
+		}
+	}
+	if p.Status.Phase == corev1.PodFailed && p.Status.Reason == "Evicted" {
+		return fmt.Sprintf("was evicted by the kubelet of node %s (%s)", p.Spec.NodeName, p.Status.Message)
+	}
+	return ""
+}
+
+// nodeLost tells whether the node of a job whose pod vanished is gone, NotReady or cordoned: the
+// pod went with it. The node is the one last seen for its pod, or after a restart the one named
+// in the job's status message.
+func (r *QueueReconciler) nodeLost(obs *observation, v *jobView) bool {
+	node := r.podNode[v.job.UID]
+	if node == "" {
+		node = nodeFromMessage(v.cur.Message)
+	}
+	return node != "" && !obs.cluster.up[node]
+}
+
+func nodeState(obs *observation, node string) string {
+	if _, ok := obs.cluster.up[node]; ok {
+		return "not ready"
+	}
+	return "deleted"
+}
+
+var onNodeRE = regexp.MustCompile(` on node ([a-zA-Z0-9.-]+)`)
+
+// nodeFromMessage reads the node back from an Admitted or Running job's message ("running: pod
+// x-1 on node gpu-2, ...").
+func nodeFromMessage(msg string) string {
+	if m := onNodeRE.FindStringSubmatch(msg); m != nil {
+		return m[1]
+	}
+	return ""
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -50,7 +51,7 @@ func PodName(job *cvlabv1alpha1.CvlabJob, admission int32) string {
 	suffix := "-" + strconv.Itoa(int(admission))
 	name := job.Name
 	if max := 253 - len(suffix); len(name) > max {
-		name = name[:max]
+		name = strings.TrimRight(name[:max], ".-") // a DNS subdomain's parts end alphanumeric
 	}
 	return name + suffix
 }

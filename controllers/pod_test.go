@@ -44,9 +44,10 @@ func TestPodNamesAndLabelsStayValid(t *testing.T) {
 		admission int32
 		wantName  string
 	}{
-		"short":             {"alice-train", 1, "alice-train-1"},
-		"second admission":  {"alice-train", 2, "alice-train-2"},
-		"253-character job": {strings.Repeat("a", 253), 12, strings.Repeat("a", 250) + "-12"},
+		"short":                 {"alice-train", 1, "alice-train-1"},
+		"second admission":      {"alice-train", 2, "alice-train-2"},
+		"253-character job":     {strings.Repeat("a", 253), 12, strings.Repeat("a", 250) + "-12"},
+		"cut right after a dot": {strings.Repeat("a", 249) + ".bcd", 12, strings.Repeat("a", 249) + "-12"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -55,6 +56,9 @@ func TestPodNamesAndLabelsStayValid(t *testing.T) {
 			pod := BuildPod(job, tc.admission, "", "")
 			if pod.Name != tc.wantName {
 				t.Errorf("pod name = %q, want %q", pod.Name, tc.wantName)
+			}
+			if errs := validation.IsDNS1123Subdomain(pod.Name); len(errs) > 0 {
+				t.Errorf("pod name %q is invalid: %v", pod.Name, errs)
 			}
 			for k, v := range pod.Labels {
 				if errs := validation.IsValidLabelValue(v); len(errs) > 0 {

@@ -3,6 +3,10 @@ package controllers
 import (
 	"fmt"
 	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	toolscache "k8s.io/client-go/tools/cache"
 
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
@@ -12,8 +16,16 @@ import (
 // CacheOptions are the manager's informer cache settings. The queue watches every pod (other
 // people's GPU pods take capacity too), so managed fields, which the queue never reads, are
 // dropped from cached objects to keep memory low.
+//
+// Its informers keep trying every second while the API server is unreachable, rather than backing
+// off for up to a minute (see patientListWatch), so that decisions resume soon after an outage.
 func CacheOptions() cache.Options {
-	return cache.Options{DefaultTransform: cache.TransformStripManagedFields()}
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		NewInformer: func(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, indexers toolscache.Indexers) toolscache.SharedIndexInformer {
+			return toolscache.NewSharedIndexInformer(patientListWatch(lw), obj, resync, indexers)
+		},
+	}
 }
 
 // ParsePreemption reads a --preemption value: FirstGPU, Rank or Never.

@@ -7,6 +7,10 @@ import (
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 )
 
+// ConditionDisrupted is True while a job waits again because its pod was lost to its node (node
+// deleted or NotReady, kubelet eviction, drain): not its owner's doing.
+const ConditionDisrupted = "Disrupted"
+
 // Condition reasons.
 const (
 	ReasonWaiting          = "Waiting"
@@ -22,6 +26,12 @@ const (
 	ReasonFinished         = "Finished"
 	ReasonPreempted        = "Preempted"
 	ReasonReadmitted       = "Readmitted"
+	// ReasonPodEnded voids a preemption whose victim ended on its own before it was stopped.
+	ReasonPodEnded = "PodEnded"
+	// ReasonInvalidSpec fails a job whose stored spec the queue cannot run (see jobView.invalid).
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonNodeLost is the Disrupted condition's reason.
+	ReasonNodeLost = "NodeLost"
 )
 
 // One setter per condition type, so that each condition is written in one place.
@@ -60,6 +70,18 @@ func setRunning(st *cvlabv1alpha1.CvlabJobStatus, on bool, reason, msg string, g
 // setPreempted records whether the job was evicted for a higher-ranked job and waits again.
 func setPreempted(st *cvlabv1alpha1.CvlabJobStatus, on bool, reason, msg string, gen int64, now metav1.Time) {
 	setCondition(st, cvlabv1alpha1.ConditionPreempted, on, reason, msg, gen, now)
+}
+
+// setDisrupted records whether the job waits again because its node lost its pod.
+func setDisrupted(st *cvlabv1alpha1.CvlabJobStatus, on bool, reason, msg string, gen int64, now metav1.Time) {
+	setCondition(st, ConditionDisrupted, on, reason, msg, gen, now)
+}
+
+// countDisruption counts a pod lost to its node. Until the API has a field of its own for it
+// (status.disruptions), it is counted with the evictions in status.preemptions; the Disrupted
+// condition tells them apart.
+func countDisruption(st *cvlabv1alpha1.CvlabJobStatus) {
+	st.Preemptions++
 }
 
 // setFinished records that the job ended, and how.

@@ -12,7 +12,10 @@ import (
 
 // status is the job's status after this decision: what was written, or what was already there.
 func (r *QueueReconciler) status(v *jobView) *cvlabv1alpha1.CvlabJobStatus {
-	if w, ok := r.written[v.job.UID]; ok {
+	if w, ok := r.shown[v.job.UID]; ok {
+		return w // decided, being written in the background
+	}
+	if w, ok := r.lastWritten(v.job.UID); ok {
 		return w
 	}
 	return v.cur

@@ -198,48 +198,203 @@ func CompareGlobal(a, b *Entry) int {
 
 // Order returns the global fair-share order of the GPU jobs in jobs, with ranks and ordinals set.
 // Jobs with no GPUs are left out.
+//
+// It sorts twice, each time on keys packed into one integer when they fit (they do for any real
+// queue): the jobs by user, then within a user as CompareInUser; then the global order as
+// CompareGlobal. Packed keys are sorted by radix, in linear time; equal packed keys (jobs
+// created in the same second) are then ordered by namespace/name. Keys that do not fit in 64
+// bits (creation times centuries apart, priorities far outside -1000..1000) fall back to a
+// comparison sort with the same result.
 func Order(jobs []Job) []Entry {
-	byUser := map[string][]*Job{}
-	n := 0
+	ids := make(map[string]int32, 64)
+	var (
+		idx              []int32 // the GPU jobs, by index into jobs
+		user             []int32 // their user ids
+		minPrio, maxPrio int32
+		t                timeCode
+	)
 	for i := range jobs {
-		if jobs[i].GPUs > 0 {
-			byUser[jobs[i].User] = append(byUser[jobs[i].User], &jobs[i])
-			n++
+		j := &jobs[i]
+		if j.GPUs <= 0 {
+			continue
 		}
+		id, ok := ids[j.User]
+		if !ok {
+			id = int32(len(ids))
+			ids[j.User] = id
+		}
+		if len(idx) == 0 {
+			minPrio, maxPrio = j.Priority, j.Priority
+		}
+		minPrio, maxPrio = min(minPrio, j.Priority), max(maxPrio, j.Priority)
+		t.see(j.Created, len(idx) == 0)
+		idx = append(idx, int32(i))
+		user = append(user, id)
 	}
-	// Sort small keys rather than whole entries: the same order as CompareGlobal, far less copying,
-	// with creation times as integers.
-	type sortKey struct {
-		last    int32
-		first   int32
-		created int64
-		key     string
-		job     *Job
+	n := len(idx)
+	tBits := t.bits()
+	keys, tmp := make([]packed, n), make([]packed, n)
+
+	// 1. By user, then CompareInUser: higher priority first, the earlier job, the name.
+	uBits, pBits := bitLen(uint64(len(ids))), bitLen(uint64(int64(maxPrio)-int64(minPrio)))
+	userShift := 0 // where the user id is in a key
+	if tBits >= 0 && uBits+pBits+tBits <= 64 {
+		userShift = pBits + tBits
+		for k, i := range idx {
+			j := &jobs[i]
+			keys[k] = packed{job: i, key: uint64(user[k])<<(pBits+tBits) | uint64(int64(maxPrio)-int64(j.Priority))<<tBits | t.code(j.Created)}
+		}
+		radixSort(keys, tmp, uBits+pBits+tBits)
+		breakTies(keys, jobs)
+	} else {
+		for k, i := range idx {
+			keys[k] = packed{job: i, key: uint64(user[k])}
+		}
+		slices.SortFunc(keys, func(a, b packed) int {
+			return cmp.Or(cmp.Compare(a.key, b.key), CompareInUser(&jobs[a.job], &jobs[b.job]))
+		})
 	}
-	keys := make([]sortKey, 0, n)
-	for _, list := range byUser {
-		slices.SortFunc(list, CompareInUser)
-		var through int32
-		for _, j := range list {
-			first := through + 1
-			through += j.GPUs
-			keys = append(keys, sortKey{last: through, first: first, created: j.Created.UnixNano(), key: j.Key, job: j})
+
+	// 2. Ordinals, walking each user's jobs.
+	first, last := make([]int32, n), make([]int32, n) // by place in keys
+	var through, maxLast int32
+	for k := range keys {
+		if k == 0 || keys[k].key>>userShift != keys[k-1].key>>userShift {
+			through = 0
 		}
+		first[k] = through + 1
+		through += jobs[keys[k].job].GPUs
+		last[k] = through
+		maxLast = max(maxLast, through)
 	}
-	slices.SortFunc(keys, func(a, b sortKey) int {
-		if a.last != b.last {
-			return cmp.Compare(a.last, b.last)
+
+	// 3. The global order, CompareGlobal: the lower ordinal, the earlier job, the name.
+	global := tmp
+	lBits := bitLen(uint64(maxLast))
+	packs := tBits >= 0 && lBits+tBits <= 64
+	for k := range keys {
+		j := keys[k].job
+		g := packed{job: j, at: int32(k), key: uint64(last[k])}
+		if packs {
+			g.key = g.key<<tBits | t.code(jobs[j].Created)
 		}
-		if a.created != b.created {
-			return cmp.Compare(a.created, b.created)
-		}
-		return strings.Compare(a.key, b.key)
-	})
-	order := make([]Entry, len(keys))
-	for i, k := range keys {
-		order[i] = Entry{Job: *k.job, FirstGPU: k.first, LastGPU: k.last, Rank: i + 1}
+		global[k] = g
+	}
+	if packs {
+		radixSort(global, keys, lBits+tBits)
+		breakTies(global, jobs)
+	} else {
+		slices.SortFunc(global, func(a, b packed) int {
+			return cmp.Or(cmp.Compare(a.key, b.key), jobs[a.job].Created.Compare(jobs[b.job].Created),
+				strings.Compare(jobs[a.job].Key, jobs[b.job].Key))
+		})
+	}
+	order := make([]Entry, n)
+	for r, g := range global {
+		order[r] = Entry{Job: jobs[g.job], FirstGPU: first[g.at], LastGPU: last[g.at], Rank: r + 1}
 	}
 	return order
+}
+
+// packed is a sort key packed into an integer, with the job's index into the input and its
+// place in the previous stage's order.
+type packed struct {
+	key uint64
+	job int32
+	at  int32
+}
+
+// timeCode packs creation times into as few bits as their spread needs: seconds since the
+// earliest when all are whole seconds (as Kubernetes' creation timestamps are), nanoseconds
+// otherwise.
+type timeCode struct {
+	minSec, maxSec int64
+	nanos          bool
+}
+
+func (c *timeCode) see(t time.Time, first bool) {
+	s := t.Unix()
+	if first {
+		c.minSec, c.maxSec = s, s
+	}
+	c.minSec, c.maxSec = min(c.minSec, s), max(c.maxSec, s)
+	c.nanos = c.nanos || t.Nanosecond() != 0
+}
+
+// bits is the width of a code, or -1 when the spread does not fit in 63 bits.
+func (c *timeCode) bits() int {
+	if c.maxSec-c.minSec < 0 {
+		return -1 // times further apart than an int64 of seconds: the subtraction overflowed
+	}
+	spread := uint64(c.maxSec - c.minSec)
+	if !c.nanos {
+		return bitLen(spread)
+	}
+	if spread >= 1<<63/1_000_000_000-1 {
+		return -1
+	}
+	return bitLen(spread*1_000_000_000 + 999_999_999)
+}
+
+func (c *timeCode) code(t time.Time) uint64 {
+	s := uint64(t.Unix() - c.minSec)
+	if !c.nanos {
+		return s
+	}
+	return s*1_000_000_000 + uint64(t.Nanosecond())
+}
+
+// bitLen is the number of bits needed to write v.
+func bitLen(v uint64) int {
+	n := 0
+	for ; v != 0; v >>= 1 {
+		n++
+	}
+	return n
+}
+
+// radixSort sorts a by key, stably, looking at the low bits bits; tmp is scratch of a's size.
+func radixSort(a, tmp []packed, bits int) {
+	if len(a) == 0 {
+		return
+	}
+	src, dst := a, tmp
+	for shift := 0; shift < bits; shift += 8 {
+		var count [256]int
+		for i := range src {
+			count[byte(src[i].key>>shift)]++
+		}
+		if count[byte(src[0].key>>shift)] == len(src) {
+			continue // the same digit everywhere
+		}
+		pos := 0
+		for d := range count {
+			count[d], pos = pos, pos+count[d]
+		}
+		for i := range src {
+			d := byte(src[i].key >> shift)
+			dst[count[d]] = src[i]
+			count[d]++
+		}
+		src, dst = dst, src
+	}
+	if &src[0] != &a[0] {
+		copy(a, src)
+	}
+}
+
+// breakTies orders the runs of equal keys in sorted a by namespace/name.
+func breakTies(a []packed, jobs []Job) {
+	for i := 0; i < len(a); {
+		k := i + 1
+		for k < len(a) && a[k].key == a[i].key {
+			k++
+		}
+		if k-i > 1 {
+			slices.SortFunc(a[i:k], func(x, y packed) int { return strings.Compare(jobs[x.job].Key, jobs[y.job].Key) })
+		}
+		i = k
+	}
 }
 
 // Decide applies the rule to a snapshot.
@@ -263,15 +418,19 @@ func Decide(s Snapshot) Decision {
 	// The first waiting job that does not fit this round is the head. It blocks the jobs behind
 	// it once it has been head for MaxHeadWait, unless it can never fit at all.
 	headIdx := -1
+	held := "" // the reason of every job held behind a blocking head: the same sentence for all
 	for i := range d.Order {
 		e := &d.Order[i]
 		if e.State != Waiting {
 			continue
 		}
 		// A preemptor's reservation is its own to use.
-		res, reserved := p.reserved[e.Key]
-		reservedNode := res.node
-		if reserved {
+		var (
+			res      claim
+			reserved bool
+		)
+		if res = p.claims[i]; res.held {
+			reserved = true
 			p.release(res)
 		}
 		keepReservation := func() {
@@ -281,7 +440,10 @@ func Decide(s Snapshot) Decision {
 		}
 		switch {
 		case d.Blocking:
-			e.Reason = fmt.Sprintf("held behind %s, which waits for %s", d.Head, gpus(d.Order[headIdx].GPUs))
+			if held == "" {
+				held = fmt.Sprintf("held behind %s, which waits for %s", d.Head, gpus(d.Order[headIdx].GPUs))
+			}
+			e.Reason = held
 			keepReservation()
 			continue
 		case s.Now.Before(e.NotBefore):
@@ -290,8 +452,8 @@ func Decide(s Snapshot) Decision {
 			keepReservation()
 			continue
 		}
-		if n, ok := p.fit(e.GPUs, reservedNode, reserved); ok {
-			e.Admit, e.Node = true, n
+		if n, ok := p.fit(e.GPUs, res.node, reserved); ok {
+			e.Admit, e.Node = true, p.names[n]
 			p.free[n] -= e.GPUs
 			p.capFree -= e.GPUs
 			p.changes++
@@ -299,8 +461,8 @@ func Decide(s Snapshot) Decision {
 		}
 		if reserved {
 			keepReservation()
-			e.Node = reservedNode
-			e.Reason = "waiting for the jobs it preempted to stop" + onNode(reservedNode)
+			e.Node = p.names[res.node]
+			e.Reason = "waiting for the jobs it preempted to stop" + onNode(e.Node)
 			continue
 		}
 		if msg := p.never(e.GPUs); msg != "" {
@@ -310,12 +472,12 @@ func Decide(s Snapshot) Decision {
 		if eligible(s.Preemption, e) {
 			if n, ok := p.fitSoon(e.GPUs); ok {
 				// GPUs being freed are enough: promise them, evict no one.
-				p.reserved[e.Key] = p.reserve(n, e.GPUs)
-				e.Node = n
-				e.Reason = "waiting for GPUs being freed" + onNode(n)
+				p.hold(i, p.reserve(n, e.GPUs))
+				e.Node = p.names[n]
+				e.Reason = "waiting for GPUs being freed" + onNode(e.Node)
 				continue
 			}
-			pr, at, ok := p.preempt(s, d.Order, i)
+			pr, at, ok := p.preempt(d.Order, i)
 			if ok {
 				d.Preemptions = append(d.Preemptions, pr)
 				e.Node = pr.Node
@@ -345,11 +507,11 @@ func Decide(s Snapshot) Decision {
 		}
 	}
 	d.Free = p.totalFree()
-	if len(p.reserved) > 0 {
-		d.Reserved = make(map[string]string, len(p.reserved))
-		for _, e := range d.Order {
-			if c, ok := p.reserved[e.Key]; ok && e.State == Waiting && !e.Admit {
-				d.Reserved[e.Key] = c.node
+	if len(p.claimed) > 0 {
+		d.Reserved = make(map[string]string, len(p.claimed))
+		for _, i := range p.claimed {
+			if e := &d.Order[i]; e.State == Waiting && !e.Admit {
+				d.Reserved[e.Key] = p.names[p.claims[i].node]
 			}
 		}
 		if len(d.Reserved) == 0 { // every reserved job started
@@ -385,20 +547,26 @@ func onNode(n string) string {
 }
 
 // placement tracks free GPUs per node during one decision. Pool mode is one node named "".
+// Nodes are numbered in name order, and everything per node is a slice indexed by that number:
+// the decision's inner loops (best fit, victims) do no hashing.
 type placement struct {
-	pool     bool
-	nodes    []string // sorted
-	alloc    map[string]int32
-	free     map[string]int32 // may be negative while reserved or over-committed
+	pool  bool
+	names []string       // node names, sorted
+	index map[string]int // node name → number
+	alloc []int32
+	free  []int32 // may be negative while reserved or over-committed
+	// soon are GPUs being freed by pods that are stopping, by node: promised to no one yet.
+	soon     []int32
+	onNode   [][]holder // the Holding jobs, by node, in rank order
+	evicting []bool     // by index into the order
+	// claims are the claims of waiting preemptors, by index into the order; claimed lists
+	// those indices.
+	claims   []claim
+	claimed  []int
 	largest  int32
 	capacity int32 // upper bound on held GPUs; negative: none
 	capFree  int32
 	used     int32
-	// soon are GPUs being freed by pods that are stopping, by node: promised to no one yet.
-	soon     map[string]int32
-	onNode   map[string][]int // indices into the order of Holding jobs, by node
-	evicting map[string]bool
-	reserved map[string]claim
 	// changes counts changes to free GPUs; shortfall's cache is valid while it stays sumsAt.
 	changes, sumsAt int
 	// total free, most free on one node, most free plus being freed on one node.
@@ -410,14 +578,32 @@ type placement struct {
 // claim is what a preemptor holds on a node: GPUs promised out of those being freed (soon) and
 // out of those free now.
 type claim struct {
-	node           string
+	node           int
 	fromSoon, free int32
+	held           bool
+}
+
+// hold records the claim of the waiting job order[i].
+func (p *placement) hold(i int, c claim) {
+	c.held = true
+	p.claims[i] = c
+	p.claimed = append(p.claimed, i)
+}
+
+// holder is a Holding job on a node, as a possible victim.
+type holder struct {
+	at   int // index into the order
+	gpus int32
+	// started tells whether its pod started; young, whether it did less than MinRuntime ago,
+	// and then ready is when it becomes evictable.
+	started, young bool
+	ready          time.Time
 }
 
 // reserve promises g GPUs of node n to a preemptor: those free now first, then those being
 // freed. Reservations are made in rank order, so a higher-ranked preemptor gets the GPUs that
 // are free first and starts first.
-func (p *placement) reserve(n string, g int32) claim {
+func (p *placement) reserve(n int, g int32) claim {
 	c := claim{node: n, free: min(g, max(p.free[n], 0))}
 	c.fromSoon = g - c.free
 	p.claim(c)
@@ -440,28 +626,44 @@ func (p *placement) release(c claim) {
 
 func newPlacement(s Snapshot, order []Entry) *placement {
 	p := &placement{
-		pool: s.Nodes == nil, alloc: map[string]int32{}, free: map[string]int32{},
-		soon: map[string]int32{}, onNode: map[string][]int{}, evicting: map[string]bool{}, reserved: map[string]claim{},
+		pool: s.Nodes == nil, claims: make([]claim, len(order)), evicting: make([]bool, len(order)),
 		capacity: s.Capacity, capFree: math.MaxInt32,
 	}
 	if p.pool {
-		p.nodes = []string{""}
-		p.alloc[""] = s.Capacity
-		p.free[""] = s.Capacity - s.PoolBusy
-		p.soon[""] = s.PoolTerminating
+		p.names = []string{""}
+		p.index = map[string]int{"": 0}
+		p.alloc = []int32{s.Capacity}
+		p.free = []int32{s.Capacity - s.PoolBusy}
+		p.soon = []int32{s.PoolTerminating}
 		p.largest = s.Capacity
 		p.capacity = -1
 	} else {
-		for _, n := range s.Nodes {
-			p.nodes = append(p.nodes, n.Name)
-			p.alloc[n.Name] = n.GPUs
-			p.free[n.Name] = n.GPUs - n.Busy
-			p.soon[n.Name] = n.Terminating
+		// Sorted by name; of two nodes with the same name, the later one counts.
+		sorted := slices.Clone(s.Nodes)
+		slices.SortStableFunc(sorted, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+		nodes := sorted[:0]
+		for _, n := range sorted {
+			if len(nodes) > 0 && nodes[len(nodes)-1].Name == n.Name {
+				nodes[len(nodes)-1] = n
+				continue
+			}
+			nodes = append(nodes, n)
+		}
+		p.names = make([]string, len(nodes))
+		p.index = make(map[string]int, len(nodes))
+		p.alloc, p.free, p.soon = make([]int32, len(nodes)), make([]int32, len(nodes)), make([]int32, len(nodes))
+		for k, n := range nodes {
+			p.names[k] = n.Name
+			p.index[n.Name] = k
+			p.alloc[k] = n.GPUs
+			p.free[k] = n.GPUs - n.Busy
+			p.soon[k] = n.Terminating
 			p.largest = max(p.largest, n.GPUs)
 		}
-		slices.Sort(p.nodes)
 	}
-	for i, e := range order {
+	p.onNode = make([][]holder, len(p.names))
+	for i := range order {
+		e := &order[i]
 		if e.State != Holding {
 			continue
 		}
@@ -470,19 +672,28 @@ func newPlacement(s Snapshot, order []Entry) *placement {
 		if p.pool {
 			node = ""
 		}
-		if _, ok := p.free[node]; ok {
-			p.free[node] -= e.GPUs
-			p.onNode[node] = append(p.onNode[node], i)
+		k, ok := p.index[node]
+		if ok {
+			p.free[k] -= e.GPUs
+			h := holder{at: i, gpus: e.GPUs, started: !e.Started.IsZero()}
+			if h.started {
+				h.ready = e.Started.Add(s.MinRuntime)
+				h.young = s.Now.Before(h.ready)
+			}
+			p.onNode[k] = append(p.onNode[k], h)
 		}
 		if e.Evicting {
-			p.evicting[e.Key] = true
-			if _, ok := p.free[node]; ok {
-				p.soon[node] += e.GPUs
+			p.evicting[i] = true
+			if ok {
+				p.soon[k] += e.GPUs
 			}
 		}
 	}
 	if p.capacity >= 0 {
 		p.capFree = p.capacity - p.used
+	}
+	if len(s.Reserved) == 0 {
+		return p
 	}
 	for i := range order { // in rank order: see reserve
 		e := &order[i]
@@ -495,9 +706,9 @@ func newPlacement(s Snapshot, order []Entry) *placement {
 		}
 		// A claim is kept only while its job may still preempt and can fit there; a stale one
 		// (the policy changed, the node or the capacity shrank) is dropped before anyone sees it.
-		if _, ok := p.free[node]; ok && eligible(s.Preemption, e) && p.alloc[node] >= e.GPUs &&
+		if k, ok := p.index[node]; ok && eligible(s.Preemption, e) && p.alloc[k] >= e.GPUs &&
 			(p.capacity < 0 || p.capacity >= e.GPUs) {
-			p.reserved[e.Key] = p.reserve(node, e.GPUs)
+			p.hold(i, p.reserve(k, e.GPUs))
 		}
 	}
 	return p
@@ -505,19 +716,19 @@ func newPlacement(s Snapshot, order []Entry) *placement {
 
 // fit picks the node for a job: its reserved node if it fits there, else the best fit (the node
 // with the fewest free GPUs that still fit, to keep whole nodes free for big jobs).
-func (p *placement) fit(g int32, prefer string, hasPrefer bool) (string, bool) {
+func (p *placement) fit(g int32, prefer int, hasPrefer bool) (int, bool) {
 	if p.capFree < g {
-		return "", false
+		return 0, false
 	}
 	if hasPrefer && p.free[prefer] >= g {
 		return prefer, true
 	}
 	if p.sums(); g > p.most {
-		return "", false // no node has room: the common case in a busy cluster
+		return 0, false // no node has room: the common case in a busy cluster
 	}
-	best, found := "", false
-	for _, n := range p.nodes {
-		if f := p.free[n]; f >= g && (!found || f < p.free[best]) {
+	best, found := 0, false
+	for n, f := range p.free {
+		if f >= g && (!found || f < p.free[best]) {
 			best, found = n, true
 		}
 	}
@@ -525,12 +736,12 @@ func (p *placement) fit(g int32, prefer string, hasPrefer bool) (string, bool) {
 }
 
 // fitSoon finds a node where the GPUs free now and those being freed cover g (best fit).
-func (p *placement) fitSoon(g int32) (string, bool) {
+func (p *placement) fitSoon(g int32) (int, bool) {
 	if p.sums(); p.capFree < g || g > p.mostSoon {
-		return "", false
+		return 0, false
 	}
-	best, found := "", false
-	for _, n := range p.nodes {
+	best, found := 0, false
+	for n := range p.names {
 		if f := p.free[n] + p.soon[n]; p.soon[n] > 0 && f >= g && (!found || f < p.free[best]+p.soon[best]) {
 			best, found = n, true
 		}
@@ -541,11 +752,11 @@ func (p *placement) fitSoon(g int32) (string, bool) {
 // never explains why a job cannot start even on an empty cluster; "" if it can.
 func (p *placement) never(g int32) string {
 	switch {
-	case p.pool && g > p.alloc[""]:
-		return fmt.Sprintf("needs %s but the capacity is %d", gpus(g), p.alloc[""])
+	case p.pool && g > p.alloc[0]:
+		return fmt.Sprintf("needs %s but the capacity is %d", gpus(g), p.alloc[0])
 	case p.pool:
 		return ""
-	case len(p.nodes) == 0:
+	case len(p.names) == 0:
 		return "no GPU node is ready"
 	case g > p.largest:
 		return fmt.Sprintf("needs %s but the largest GPU node has %d", gpus(g), p.largest)
@@ -557,8 +768,8 @@ func (p *placement) never(g int32) string {
 
 func (p *placement) totalFree() int32 {
 	var sum int32
-	for _, n := range p.nodes {
-		sum += max(p.free[n], 0)
+	for _, f := range p.free {
+		sum += max(f, 0)
 	}
 	return max(min(sum, p.capFree), 0)
 }
@@ -570,10 +781,10 @@ func (p *placement) sums() {
 	}
 	p.total = p.totalFree()
 	p.most, p.mostSoon = 0, 0
-	for _, n := range p.nodes {
-		p.most = max(p.most, p.free[n])
+	for n, f := range p.free {
+		p.most = max(p.most, f)
 		if p.soon[n] > 0 {
-			p.mostSoon = max(p.mostSoon, p.free[n]+p.soon[n])
+			p.mostSoon = max(p.mostSoon, f+p.soon[n])
 		}
 	}
 	p.sumsAt, p.reasons = p.changes, map[int32]string{}
@@ -596,7 +807,7 @@ func (p *placement) shortfall(g int32) string {
 
 // enough tells whether node n, with the GPUs being freed and freed more, can take g GPUs.
 // Without a capacity bound capFree is near math.MaxInt32: adding freed would overflow.
-func (p *placement) enough(n string, g, freed int32) bool {
+func (p *placement) enough(n int, g, freed int32) bool {
 	return p.free[n]+p.soon[n]+freed >= g && (p.capacity < 0 || p.capFree+freed >= g)
 }
 
@@ -604,10 +815,10 @@ func (p *placement) enough(n string, g, freed int32) bool {
 // node, ranked below it, running for at least MinRuntime, the lowest-ranked first and no more
 // than needed. Among nodes it prefers the fewest victims, then victims ranked lowest. When none
 // is found, it returns the earliest time a young job becomes evictable (zero if none).
-func (p *placement) preempt(s Snapshot, order []Entry, i int) (Preemption, time.Time, bool) {
+func (p *placement) preempt(order []Entry, i int) (Preemption, time.Time, bool) {
 	e := &order[i]
 	var (
-		bestNode string
+		bestNode int
 		found    bool
 		wakeAt   time.Time
 	)
@@ -615,7 +826,7 @@ func (p *placement) preempt(s Snapshot, order []Entry, i int) (Preemption, time.
 	// far and the current node's.
 	best, chosen := p.scratch[0][:0], p.scratch[1][:0]
 	defer func() { p.scratch[0], p.scratch[1] = best[:0], chosen[:0] }()
-	for _, n := range p.nodes {
+	for n := range p.names {
 		if p.alloc[n] < e.GPUs {
 			continue
 		}
@@ -623,19 +834,21 @@ func (p *placement) preempt(s Snapshot, order []Entry, i int) (Preemption, time.
 		var freed int32
 		holders := p.onNode[n]
 		for k := len(holders) - 1; k >= 0 && !p.enough(n, e.GPUs, freed); k-- { // lowest-ranked first
-			j := holders[k]
-			v := &order[j]
-			if j <= i || p.evicting[v.Key] || v.Started.IsZero() {
+			h := &holders[k]
+			if h.at <= i {
+				break // holders are in rank order: the rest rank above the preemptor
+			}
+			if p.evicting[h.at] || !h.started {
 				continue
 			}
-			if ready := v.Started.Add(s.MinRuntime); s.Now.Before(ready) {
-				if wakeAt.IsZero() || ready.Before(wakeAt) {
-					wakeAt = ready
+			if h.young {
+				if wakeAt.IsZero() || h.ready.Before(wakeAt) {
+					wakeAt = h.ready
 				}
 				continue
 			}
-			chosen = append(chosen, j)
-			freed += v.GPUs
+			chosen = append(chosen, h.at)
+			freed += h.gpus
 		}
 		if !p.enough(n, e.GPUs, freed) {
 			continue
@@ -656,18 +869,18 @@ func (p *placement) preempt(s Snapshot, order []Entry, i int) (Preemption, time.
 	if !found {
 		return Preemption{}, wakeAt, false
 	}
-	pr := Preemption{Preemptor: e.Key, Node: bestNode}
+	pr := Preemption{Preemptor: e.Key, Node: p.names[bestNode]}
 	var freed int32
 	for _, j := range bestChosen {
 		pr.Victims = append(pr.Victims, order[j].Key)
-		p.evicting[order[j].Key] = true
+		p.evicting[j] = true
 		freed += order[j].GPUs
 	}
 	// The victims' GPUs will be free soon and the preemptor claims them (see reserve). Within
 	// this decision they still count against the capacity bound.
 	p.soon[bestNode] += freed
 	p.changes++
-	p.reserved[e.Key] = p.reserve(bestNode, e.GPUs)
+	p.hold(i, p.reserve(bestNode, e.GPUs))
 	return pr, time.Time{}, true
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/onsi/ginkgo/v2"
@@ -21,6 +22,8 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -46,6 +49,9 @@ type Framework struct {
 	env    *envtest.Environment
 	Config *rest.Config
 	Client client.Client
+	// stateDir, when set, holds etcd's data and the API server's certificates, so that either can
+	// be stopped and started again (StartRestartable); it is removed by Stop.
+	stateDir string
 }
 
 // Start starts kube-apiserver and etcd from KUBEBUILDER_ASSETS and installs the CRDs.
@@ -53,24 +59,129 @@ func Start() *Framework {
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true), zap.Level(zapLevel())))
 	Expect(os.Getenv("KUBEBUILDER_ASSETS")).NotTo(BeEmpty(),
 		"KUBEBUILDER_ASSETS is not set: run the suites with `make test`, which builds the control plane into bin/k8s/")
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
-	f := &Framework{env: &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-	}}
-	cfg, err := f.env.Start()
-	Expect(err).NotTo(HaveOccurred())
-	cfg.QPS, cfg.Burst = 1000, 2000
-	f.Config = cfg
-	f.Client, err = client.New(cfg, client.Options{Scheme: Scheme})
+	f, err := StartControlPlane(false)
 	Expect(err).NotTo(HaveOccurred())
 	return f
 }
 
+// RepoRoot is the repository's root directory.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..")
+}
+
+// StartControlPlane is Start without Gomega (for plain `testing` suites): it starts kube-apiserver
+// and etcd from KUBEBUILDER_ASSETS and installs the CRDs. With restartable, etcd keeps its data and
+// the API server its certificates and port in a directory of their own, so that StopAPIServer /
+// StartAPIServer and StopEtcd / StartEtcd can take them down and bring them back with the same
+// state, address and credentials.
+func StartControlPlane(restartable bool) (*Framework, error) {
+	f := &Framework{env: &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}}
+	if restartable {
+		dir, err := os.MkdirTemp("", "cvlab-controlplane-")
+		if err != nil {
+			return nil, err
+		}
+		f.stateDir = dir
+		for _, d := range []string{"etcd", "apiserver"} {
+			if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
+				return nil, err
+			}
+		}
+		f.env.ControlPlane.Etcd = &envtest.Etcd{DataDir: filepath.Join(dir, "etcd")}
+		f.env.ControlPlane.APIServer = &envtest.APIServer{CertDir: filepath.Join(dir, "apiserver")}
+		// kube-apiserver drains for a long while on SIGTERM: past this, it is killed (StopAPIServer
+		// then returns a timeout error, see IsKilledOnStop).
+		f.env.ControlPlaneStopTimeout = 2 * time.Second
+	}
+	cfg, err := f.env.Start()
+	if err != nil {
+		f.removeState()
+		return nil, err
+	}
+	cfg.QPS, cfg.Burst = 1000, 2000
+	f.Config = cfg
+	f.Client, err = client.New(cfg, client.Options{Scheme: Scheme})
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
 // Stop stops the control plane.
 func (f *Framework) Stop() {
-	Expect(f.env.Stop()).To(Succeed())
+	Expect(f.StopControlPlane()).To(Succeed())
+}
+
+// StopControlPlane is Stop without Gomega.
+func (f *Framework) StopControlPlane() error {
+	defer f.removeState()
+	return f.env.Stop()
+}
+
+func (f *Framework) removeState() {
+	if f.stateDir != "" {
+		_ = os.RemoveAll(f.stateDir)
+	}
+}
+
+// StopAPIServer stops kube-apiserver (SIGTERM, as a rolling restart does), keeping etcd. Only for
+// a control plane started restartable.
+func (f *Framework) StopAPIServer() error {
+	if f.stateDir == "" {
+		return fmt.Errorf("the control plane was not started restartable")
+	}
+	return f.env.ControlPlane.APIServer.Stop()
+}
+
+// IsKilledOnStop tells whether an error of StopAPIServer or StopEtcd only says that the process
+// did not stop within the stop timeout after SIGTERM and was killed with SIGKILL.
+func IsKilledOnStop(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "timeout waiting for process")
+}
+
+// StartAPIServer starts kube-apiserver again on the same port with the same certificates, and
+// waits until it is healthy.
+func (f *Framework) StartAPIServer() error {
+	if f.stateDir == "" {
+		return fmt.Errorf("the control plane was not started restartable")
+	}
+	return f.env.ControlPlane.APIServer.Start()
+}
+
+// StopEtcd stops etcd, keeping its data. Only for a control plane started restartable.
+func (f *Framework) StopEtcd() error {
+	if f.stateDir == "" {
+		return fmt.Errorf("the control plane was not started restartable")
+	}
+	return f.env.ControlPlane.Etcd.Stop()
+}
+
+// StartEtcd starts etcd again on the same client address with its data.
+func (f *Framework) StartEtcd() error {
+	if f.stateDir == "" {
+		return fmt.Errorf("the control plane was not started restartable")
+	}
+	return f.env.ControlPlane.Etcd.Start()
+}
+
+// WriteKubeconfig writes a kubeconfig for the control plane's admin user, for processes such as
+// the manager binary (--kubeconfig).
+func (f *Framework) WriteKubeconfig(path string) error {
+	return clientcmd.WriteToFile(*KubeconfigFor(f.Config), path)
+}
+
+// KubeconfigFor turns a rest.Config with certificate authentication into a kubeconfig.
+func KubeconfigFor(cfg *rest.Config) *clientcmdapi.Config {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
+	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
+	kc.CurrentContext = "envtest"
+	return kc
 }
 
 // StartManager runs the operator's manager with the given options until the returned function is

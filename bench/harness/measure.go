@@ -1,0 +1,159 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"strings"
+
+	"k8s.io/client-go/kubernetes"
+)
+
+// point is the counters at one moment.
+type point struct {
+	system    map[string]float64 // the system's rest_client_requests_total by method
+	apiserver map[string]float64 // apiserver_request_total by verb|resource|subresource
+	driver    map[string]float64 // the driver's own requests, the same way
+	proc      ProcStats          // the system's process
+	apiCPU    float64            // kube-apiserver's CPU seconds
+	// decisions and decisionSeconds: cvlab_decision_duration_seconds' count and sum.
+	decisions, decisionSeconds float64
+}
+
+func measurePoint(ctx context.Context, scr *Scraper, cp *ControlPlane, pid int, driver *RequestCounter) (point, error) {
+	var p point
+	fams, err := scr.Scrape(ctx)
+	if err != nil {
+		return p, err
+	}
+	p.system = Counts(fams, "rest_client_requests_total", "method")
+	if h := fams["cvlab_decision_duration_seconds"]; h != nil && len(h.GetMetric()) > 0 {
+		p.decisions = float64(h.GetMetric()[0].GetHistogram().GetSampleCount())
+		p.decisionSeconds = h.GetMetric()[0].GetHistogram().GetSampleSum()
+	}
+	cs, err := kubernetes.NewForConfig(cp.Config)
+	if err != nil {
+		return p, err
+	}
+	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return p, err
+	}
+	afams, err := ParseMetrics(bytes.NewReader(raw))
+	if err != nil {
+		return p, err
+	}
+	p.apiserver = Counts(afams, "apiserver_request_total", "verb", "resource", "subresource")
+	p.driver = driver.Snapshot()
+	if p.proc, err = ReadProcStats(pid); err != nil {
+		return p, err
+	}
+	if cp.APIServerPID > 0 {
+		if st, err := ReadProcStats(cp.APIServerPID); err == nil {
+			p.apiCPU = st.CPUSeconds
+		}
+	}
+	return p, nil
+}
+
+// kind of a request, for the per-admission split.
+type kind int
+
+const (
+	kindRead kind = iota
+	kindPod
+	kindStatus
+	kindEvent
+	kindOther
+)
+
+func isWrite(verb string) bool {
+	switch verb {
+	case "GET", "LIST", "WATCH", "CONNECT", "":
+		return false
+	}
+	return true
+}
+
+// cvlabClassify: pods, CvlabJob statuses, events.
+func cvlabClassify(verb, res, sub string) kind {
+	switch {
+	case !isWrite(verb):
+		return kindRead
+	case res == "pods":
+		return kindPod
+	case res == "cvlabjobs":
+		return kindStatus
+	case res == "events":
+		return kindEvent
+	}
+	return kindOther
+}
+
+// kueueClassify: Workloads (Kueue's job status), events, the rest (Job updates, queue status).
+func kueueClassify(verb, res, sub string) kind {
+	switch {
+	case !isWrite(verb):
+		return kindRead
+	case res == "pods":
+		return kindPod
+	case res == "workloads":
+		return kindStatus
+	case res == "events":
+		return kindEvent
+	}
+	return kindOther
+}
+
+// finishPoint fills the request figures of a drain between two points.
+func finishPoint(res *Result, before, after point, admissions int, seconds float64, classify func(verb, res, sub string) kind) {
+	sys := Sub(after.apiserver, before.apiserver)
+	drv := Sub(after.driver, before.driver)
+	var allWrites float64
+	for k, v := range sys {
+		if verb, _, _ := strings.Cut(k, "|"); isWrite(verb) {
+			allWrites += v
+		}
+	}
+	for k, v := range drv {
+		sys[k] -= v
+		if sys[k] <= 0 {
+			delete(sys, k)
+		}
+	}
+	res.Requests.ByMethod = Sub(after.system, before.system)
+	res.Requests.ByResource = sys
+	a := float64(max(admissions, 1))
+	var writes float64
+	for k, v := range sys {
+		parts := strings.SplitN(k, "|", 3)
+		for len(parts) < 3 {
+			parts = append(parts, "")
+		}
+		switch classify(parts[0], parts[1], parts[2]) {
+		case kindRead:
+			res.Requests.Reads += v / a
+			continue
+		case kindPod:
+			res.Requests.PodWrites += v / a
+		case kindStatus:
+			res.Requests.StatusWrites += v / a
+		case kindEvent:
+			res.Requests.EventWrites += v / a
+		case kindOther:
+			res.Requests.OtherWrites += v / a
+		}
+		writes += v
+	}
+	res.Requests.Writes = writes / a
+	if seconds > 0 {
+		res.APIServerWritesPerSecond = allWrites / seconds
+		res.SystemWritesPerSecond = writes / seconds
+	}
+	res.CPUSecondsDrain = after.proc.CPUSeconds - before.proc.CPUSeconds
+	res.CPUMsPerAdmission = res.CPUSecondsDrain * 1000 / a
+	res.APIServerCPUSeconds = after.apiCPU - before.apiCPU
+	if n := after.decisions - before.decisions; n > 0 {
+		res.Decisions = int(n)
+		res.DecisionMeanMs = (after.decisionSeconds - before.decisionSeconds) * 1000 / n
+	}
+}
