@@ -43,7 +43,7 @@ const FieldOwner = client.FieldOwner("cvlab-queue")
 const (
 	// expectationTimeout is how long a created pod that the cache does not show yet still
 	// counts as existing. Past it, the job is judged on what the cache shows.
-	expectationTimeout = time.Minute
+	expectationTimeout = 10 * time.Second
 	// reservationTimeout bounds how long a preemptor keeps GPUs that its victims free.
 	reservationTimeout = 15 * time.Minute
 	// maxRetryDelay bounds the wait before a decision that failed (e.g. the API server is down)
