@@ -39,10 +39,10 @@ envtest: ## Build kube-apiserver and etcd from the Go module proxy into bin/k8s/
 test: vet test-unit test-e2e ## Everything: unit tests, envtest suites, and the e2e suite on a local cluster.
 
 .PHONY: test-unit
-test-unit: ## Unit tests and envtest suites (builds the test control plane once).
+test-unit: ## Unit tests and envtest suites (builds the test control plane once); one package at a time, so that the heavy suites (chaos, benchmarks) do not starve the others on 2 cores.
 	@assets="$${KUBEBUILDER_ASSETS:-$$(hack/build-k8s.sh etcd kube-apiserver | tail -n 1)}" && \
 	echo "KUBEBUILDER_ASSETS=$$assets" && \
-	KUBEBUILDER_ASSETS="$$assets" go test -count=1 $(GO_TEST_FLAGS) ./...
+	KUBEBUILDER_ASSETS="$$assets" go test -count=1 -p 1 $(GO_TEST_FLAGS) ./...
 
 .PHONY: verify-generated
 verify-generated: generate manifests ## Fail when generated files differ from what is committed.

@@ -176,7 +176,19 @@ var _ = Describe("Capacity from nodes, placement and preemption", func() {
 				Reason: corev1.PodReasonUnschedulable, Message: "0/1 nodes are available: 1 Insufficient memory.", LastTransitionTime: metav1.Now()}}
 			return fw.Client.Status().Update(ctx, &cur)
 		}, timeout).Should(Succeed())
-		Eventually(job("alice"), timeout).Should(message(ContainSubstring("could not be scheduled for 1s (0/1 nodes are available: 1 Insufficient memory.); requeued")))
+		// The requeue message lasts until the next decision (after a 1 s backoff); the Warning
+		// event stays.
+		Eventually(func() []string {
+			var evs eventsv1.EventList
+			Expect(fw.Client.List(ctx, &evs, client.InNamespace(ns))).To(Succeed())
+			var notes []string
+			for _, e := range evs.Items {
+				if e.Regarding.Name == "alice" && e.Type == corev1.EventTypeWarning && e.Reason == "Unschedulable" {
+					notes = append(notes, e.Note)
+				}
+			}
+			return notes
+		}, timeout).Should(ContainElement(ContainSubstring("could not be scheduled for 1s (0/1 nodes are available: 1 Insufficient memory.); requeued")))
 		Eventually(func() error { return fw.Client.Get(ctx, client.ObjectKeyFromObject(p), &corev1.Pod{}) }, timeout).Should(Satisfy(apierrors.IsNotFound))
 		By("trying again after the backoff, with a new pod")
 		Eventually(job("alice"), timeout).Should(And(phase(cvlabv1alpha1.PhaseAdmitted),
@@ -249,7 +261,15 @@ var _ = Describe("Capacity from nodes, placement and preemption", func() {
 			create("carol-1", "carol", 1)
 
 			want := fmt.Sprintf("evicted for %s/carol-1, carol's 1st GPU outranks your 3rd GPU; back in the queue", ns)
-			Eventually(job("bob-3"), timeout).Should(And(phase(cvlabv1alpha1.PhaseQueued), message(Equal(want))))
+			// The eviction's sentence is the Preempted condition's (status.message moves on to the
+			// waiting message at the next decision).
+			Eventually(func(g Gomega) {
+				j, err := job("bob-3")()
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(j.Status.Phase).To(Equal(cvlabv1alpha1.PhaseQueued))
+				g.Expect(meta.FindStatusCondition(j.Status.Conditions, cvlabv1alpha1.ConditionPreempted)).To(PointTo(MatchFields(IgnoreExtras, Fields{
+					"Message": Equal(want)})))
+			}, timeout).Should(Succeed())
 			j, _ := job("bob-3")()
 			Expect(j.Status.Preemptions).To(Equal(int32(1)))
 			Expect(meta.FindStatusCondition(j.Status.Conditions, cvlabv1alpha1.ConditionPreempted)).To(PointTo(MatchFields(IgnoreExtras, Fields{
