@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/internal/notify"
@@ -324,6 +325,13 @@ func (r *QueueReconciler) patchStatus(ctx context.Context, v *jobView, want *cvl
 	modified := base.DeepCopy()
 	modified.Status = *want
 	if err := r.client.Status().Patch(ctx, modified, client.MergeFrom(base), FieldOwner); client.IgnoreNotFound(err) != nil {
+		if v.invalid != "" && apierrors.IsInvalid(err) {
+			// The API server refuses every write to a job whose stored spec its CRD's rules cannot
+			// evaluate (a field of another type), status included: the Warning event of the phase
+			// change says why instead, and the write is not retried (see jobs.go).
+			log.FromContext(ctx).Info("the status of an invalid job cannot be written", "job", v.key(), "invalid", v.invalid, "error", err.Error())
+			return nil
+		}
 		return fmt.Errorf("writing status of %s: %w", v.key(), err)
 	}
 	return nil

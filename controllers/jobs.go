@@ -24,8 +24,9 @@ import (
 // list, and its watch, on the first such job: it then never sees any job again, and a manager
 // started later never syncs. One bad object would stop the whole queue. Here a job that does not
 // decode is kept with its metadata and status, and the decoding error in the in-memory annotation
-// annotationDecodeError (never written back); the loop fails that job with a status that says why
-// (see jobView.invalid) and the rest of the queue runs.
+// annotationDecodeError (never written back); the loop fails that job (see jobView.invalid) and the
+// rest of the queue runs. The API server refuses to write such a job's status too (its CRD rules
+// cannot evaluate the field), so the Warning event "Finished" is what says why (patchStatus).
 
 // annotationDecodeError holds, on the cached copy only, why a stored job does not decode.
 const annotationDecodeError = "cvlab.epfl.ch/decode-error"

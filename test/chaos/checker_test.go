@@ -79,6 +79,8 @@ type checker struct {
 
 	subs map[string][]chan struct{}
 	wg   sync.WaitGroup
+	// running counts the checks under way in their own goroutine (terminal moves, confirmations).
+	running int
 }
 
 type checkerOptions struct {
@@ -189,9 +191,17 @@ func (c *checker) Violations() []string {
 	return slices.Clone(c.violations)
 }
 
-// assertNone fails the test with every violation found.
+// assertNone fails the test with every violation found, once the checks under way are done.
 func (c *checker) assertNone(t *testing.T) {
 	t.Helper()
+	_ = poll(c.e.ctx, 40*time.Second, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.running > 0 {
+			return fmt.Errorf("%d checks under way", c.running)
+		}
+		return nil
+	})
 	if v := c.Violations(); len(v) > 0 {
 		t.Errorf("%d invariant violation(s):\n  %s", len(v), strings.Join(v, "\n  "))
 	}
@@ -306,6 +316,7 @@ func (c *checker) podEvent(t watch.EventType, o client.Object) {
 		// The watch's view is checked again by an exact read of that resource version, so that an
 		// event the watch would have missed cannot make a false alarm.
 		nodes := maps(c.nodes)
+		c.running++
 		c.wg.Add(1)
 		go c.confirm(p.ResourceVersion, nodes, found)
 	}
@@ -376,6 +387,7 @@ func (c *checker) confirm(rv string, nodes map[string]*corev1.Node, seen []findi
 	})
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.running--
 	if err != nil {
 		c.report(seen) // cannot tell: report what the watch saw
 		return
@@ -476,6 +488,7 @@ func (c *checker) jobEvent(t watch.EventType, o client.Object) {
 
 func (c *checker) noteJob(old, j *cvlabv1alpha1.CvlabJob) {
 	if controllers.IsFinished(&j.Status) && (old == nil || !controllers.IsFinished(&old.Status)) {
+		c.running++
 		c.wg.Add(1)
 		go c.checkTerminal(j.DeepCopy())
 	}
@@ -494,6 +507,7 @@ func (c *checker) checkTerminal(j *cvlabv1alpha1.CvlabJob) {
 	})
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.running--
 	if err != nil {
 		c.terminalUnchecked++
 		return
