@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -47,6 +46,9 @@ func (r *QueueReconciler) evict(ctx context.Context, obs *observation, evictions
 		pod := v.live
 		v.phase = cvlabv1alpha1.PhaseQueued
 		want := r.desiredStatus(v, entries[v.key()], obs.cluster, now)
+		if want == v.cur {
+			want = want.DeepCopy() // v.cur may be the cache's own
+		}
 		want.Message = ev.message
 		t := metav1.NewTime(now)
 		if ev.reason == ReasonPreempted {
@@ -54,9 +56,9 @@ func (r *QueueReconciler) evict(ctx context.Context, obs *observation, evictions
 			setPreempted(want, true, ReasonPreempted, ev.message, v.job.Generation, t)
 		}
 		setReady(want, v.job.Generation, t)
-		r.positions.claim(v.job.UID)
-		err := r.patchStatus(ctx, v, want)
-		r.positions.release(v.job.UID)
+		r.writer.claim(v.job.UID)
+		err := r.patchStatus(ctx, v.job, v.invalid, r.baseStatus(v), want)
+		r.writer.release(v.job.UID)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -297,13 +299,6 @@ func nodeSuffix(node string) string {
 	return " on node " + node
 }
 
-// statusWrite is one status change to write; order puts the front of the queue first.
-type statusWrite struct {
-	view  *jobView
-	want  *cvlabv1alpha1.CvlabJobStatus
-	order int
-}
-
 func writeOrder(v *jobView, e *queue.Entry) int {
 	switch {
 	case v.phase == cvlabv1alpha1.PhaseAdmitted || v.phase == cvlabv1alpha1.PhaseRunning:
@@ -315,68 +310,30 @@ func writeOrder(v *jobView, e *queue.Entry) int {
 	}
 }
 
-// patchStatus merge-patches the fields of a job's status that differ from its current one.
-func (r *QueueReconciler) patchStatus(ctx context.Context, v *jobView, want *cvlabv1alpha1.CvlabJobStatus) error {
-	base := v.job.DeepCopy()
-	base.Status = *v.cur
+// baseStatus is the job's status as the API server has it: the last one written, or the cache's.
+func (r *QueueReconciler) baseStatus(v *jobView) *cvlabv1alpha1.CvlabJobStatus {
 	if w, ok := r.lastWritten(v.job.UID); ok {
-		base.Status = *w // newer than what the decision read, if the position writer wrote since
+		return w
 	}
-	modified := base.DeepCopy()
-	modified.Status = *want
-	if err := r.client.Status().Patch(ctx, modified, client.MergeFrom(base), FieldOwner); client.IgnoreNotFound(err) != nil {
-		if v.invalid != "" && apierrors.IsInvalid(err) {
+	return &v.job.Status
+}
+
+// patchStatus merge-patches the fields of a job's status that differ from base, the status the
+// API server has. job is only read.
+func (r *QueueReconciler) patchStatus(ctx context.Context, job *cvlabv1alpha1.CvlabJob, invalid string, base, want *cvlabv1alpha1.CvlabJobStatus) error {
+	from := &cvlabv1alpha1.CvlabJob{TypeMeta: job.TypeMeta, ObjectMeta: metav1.ObjectMeta{Namespace: job.Namespace, Name: job.Name}, Status: *base}
+	to := &cvlabv1alpha1.CvlabJob{TypeMeta: job.TypeMeta, ObjectMeta: metav1.ObjectMeta{Namespace: job.Namespace, Name: job.Name}, Status: *want}
+	if err := r.client.Status().Patch(ctx, to, client.MergeFrom(from), FieldOwner); client.IgnoreNotFound(err) != nil {
+		if invalid != "" && apierrors.IsInvalid(err) {
 			// The API server refuses every write to a job whose stored spec its CRD's rules cannot
 			// evaluate (a field of another type), status included: the Warning event of the phase
 			// change says why instead, and the write is not retried (see jobs.go).
-			log.FromContext(ctx).Info("the status of an invalid job cannot be written", "job", v.key(), "invalid", v.invalid, "error", err.Error())
+			log.FromContext(ctx).Info("the status of an invalid job cannot be written", "job", job.Namespace+"/"+job.Name, "invalid", invalid, "error", err.Error())
 			return nil
 		}
-		return fmt.Errorf("writing status of %s: %w", v.key(), err)
+		return fmt.Errorf("writing status of %s/%s: %w", job.Namespace, job.Name, err)
 	}
 	return nil
-}
-
-// writeStatuses writes the changed statuses a few at a time, front of the queue first, and emits
-// an event for each phase change.
-func (r *QueueReconciler) writeStatuses(ctx context.Context, writes []statusWrite) []error {
-	var (
-		mu   sync.Mutex
-		errs []error
-		wg   sync.WaitGroup
-		sem  = make(chan struct{}, r.opts.StatusWriters)
-	)
-	done := make([]bool, len(writes))
-	for i := range writes {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			uid := writes[i].view.job.UID
-			r.positions.claim(uid)
-			defer r.positions.release(uid)
-			if err := r.patchStatus(ctx, writes[i].view, writes[i].want); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-				return
-			}
-			done[i] = true
-		})
-	}
-	wg.Wait()
-	for i, w := range writes {
-		if done[i] {
-			r.setWritten(w.view.job.UID, w.want)
-			r.recordPhaseEvent(w.view.job, w.view.cur, w.want)
-			if w.view.disruption != "" && r.recorder != nil {
-				r.recorder.Eventf(w.view.job, nil, corev1.EventTypeWarning, "Disrupted", "Requeue", "%s; back in the queue", w.view.disruption)
-			}
-			if w.want.Phase == cvlabv1alpha1.PhaseRunning && w.view.cur.Phase != cvlabv1alpha1.PhaseRunning && w.want.StartTime != nil {
-				metricWait.Observe(w.want.StartTime.Sub(w.view.job.CreationTimestamp.Time).Seconds())
-			}
-		}
-	}
-	return errs
 }
 
 func (r *QueueReconciler) recordPhaseEvent(job *cvlabv1alpha1.CvlabJob, old, cur *cvlabv1alpha1.CvlabJobStatus) {

@@ -76,13 +76,15 @@ func (j jobInformerRunnable) Start(ctx context.Context) error {
 
 func (jobInformerRunnable) NeedLeaderElection() bool { return false }
 
-// listJobs returns deep copies of the cached jobs.
-func listJobs(inf toolscache.SharedIndexInformer) []cvlabv1alpha1.CvlabJob {
+// listJobs returns the cached jobs themselves, not copies: a decision only reads them (status is
+// written from new objects, see patchStatus). Copying 5,000 jobs per decision was most of the
+// manager's garbage.
+func listJobs(inf toolscache.SharedIndexInformer) []*cvlabv1alpha1.CvlabJob {
 	objs := inf.GetStore().List()
-	jobs := make([]cvlabv1alpha1.CvlabJob, 0, len(objs))
+	jobs := make([]*cvlabv1alpha1.CvlabJob, 0, len(objs))
 	for _, o := range objs {
 		if j, ok := o.(*cvlabv1alpha1.CvlabJob); ok {
-			jobs = append(jobs, *j.DeepCopy())
+			jobs = append(jobs, j)
 		}
 	}
 	return jobs

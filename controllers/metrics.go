@@ -29,6 +29,9 @@ var (
 	metricPreemptions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cvlab_preemptions_total", Help: "Jobs evicted for a higher-ranked job, by the policy that allowed it (FirstGPU, Rank).",
 	}, []string{"reason"})
+	metricStatusWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cvlab_status_writes_total", Help: "CvlabJob status writes that landed, by kind: phase (admitted, running, finished...) or position (a waiting job's new place in the queue).",
+	}, []string{"kind"})
 	metricDecision = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "cvlab_decision_duration_seconds", Help: "Duration of one decision of the queue: observe, decide, act and record.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5 ms .. 16 s
@@ -37,5 +40,5 @@ var (
 
 func init() {
 	metrics.Registry.MustRegister(metricCapacity, metricGPUsInUse, metricJobs, metricWaiting, metricWait,
-		metricAdmissions, metricPreemptions, metricDecision)
+		metricAdmissions, metricPreemptions, metricStatusWrites, metricDecision)
 }

@@ -100,15 +100,17 @@ type observation struct {
 	wakeups []time.Time
 }
 
-func (r *QueueReconciler) observe(jobs []cvlabv1alpha1.CvlabJob, pods []corev1.Pod, nodes []corev1.Node, now time.Time) *observation {
+// observe reads the cluster into views. jobs and pods are the caches' own objects: read only.
+func (r *QueueReconciler) observe(jobs []*cvlabv1alpha1.CvlabJob, pods []corev1.Pod, nodes []corev1.Node, now time.Time) *observation {
 	obs := &observation{byKey: make(map[string]*jobView, len(jobs))}
 	byUID := make(map[types.UID]*cvlabv1alpha1.CvlabJob, len(jobs))
 	for i := range jobs {
-		byUID[jobs[i].UID] = &jobs[i]
+		byUID[jobs[i].UID] = jobs[i]
 	}
 	r.writtenMu.Lock()
 	forgetGone(r.written, byUID)
 	r.writtenMu.Unlock()
+	r.writer.forget(func(uid types.UID) bool { _, ok := byUID[uid]; return ok })
 	forgetGone(r.expected, byUID)
 	forgetGone(r.evicted, byUID)
 	forgetGone(r.reserved, byUID)
@@ -135,7 +137,7 @@ func (r *QueueReconciler) observe(jobs []cvlabv1alpha1.CvlabJob, pods []corev1.P
 	}
 
 	for i := range jobs {
-		v := r.observeJob(obs, &jobs[i], podsOf[jobs[i].UID], now)
+		v := r.observeJob(obs, jobs[i], podsOf[jobs[i].UID], now)
 		obs.views = append(obs.views, v)
 		obs.byKey[v.key()] = v
 	}
@@ -200,8 +202,12 @@ func nodeCapacityKey(n *corev1.Node) string {
 
 // observeJob derives where a job stands from its status and pods.
 func (r *QueueReconciler) observeJob(obs *observation, job *cvlabv1alpha1.CvlabJob, pods []*corev1.Pod, now time.Time) *jobView {
+	// The operator is the only writer of status: its own latest word is newer than the cache's,
+	// whether written (lastWritten) or still being written (intended).
 	v := &jobView{job: job, cur: &job.Status}
-	if w, ok := r.lastWritten(job.UID); ok {
+	if w, ok := r.writer.intended(job.UID); ok {
+		v.cur = w
+	} else if w, ok := r.lastWritten(job.UID); ok {
 		v.cur = w
 	}
 	v.lastAdmission = v.cur.Admissions
@@ -256,7 +262,7 @@ func (r *QueueReconciler) observeJob(obs *observation, job *cvlabv1alpha1.CvlabJ
 	if e, ok := r.expected[job.UID]; ok && (v.live != nil && v.live.Name == e.pod || now.Sub(e.since) > expectationTimeout) {
 		delete(r.expected, job.UID)
 	}
-	_, expected := r.expected[job.UID]
+	exp, expected := r.expected[job.UID]
 
 	if v.dying != nil && cluster.PodAdmission(v.dying) < v.lastAdmission {
 		v.dying = nil // an older admission's pod
@@ -311,7 +317,10 @@ func (r *QueueReconciler) observeJob(obs *observation, job *cvlabv1alpha1.CvlabJ
 			}
 		}
 	case expected:
-		v.phase = cvlabv1alpha1.PhaseAdmitted
+		// Created but not in the cache yet: it holds its GPUs on the node it was placed on (a
+		// decision that runs before the cache shows every pod of the previous one must not
+		// place another job on those GPUs).
+		v.phase, v.node = cvlabv1alpha1.PhaseAdmitted, exp.node
 	case evicting:
 		v.phase = cvlabv1alpha1.PhaseQueued // its pod was stopped on purpose
 	case v.cur.Phase == cvlabv1alpha1.PhaseAdmitted || v.cur.Phase == cvlabv1alpha1.PhaseRunning:

@@ -60,7 +60,9 @@ func PodName(job *cvlabv1alpha1.CvlabJob, admission int32) string {
 // a required node affinity on its kubernetes.io/hostname label (hostname), so that the scheduler
 // cannot place it elsewhere (it still checks cpu and memory).
 func BuildPod(job *cvlabv1alpha1.CvlabJob, admission int32, node, hostname string) *corev1.Pod {
-	spec := &job.Spec
+	// A copy: the pod must share no slice or pointer with job, which may be the cache's own object
+	// (the API server's answer to the create is decoded into the pod).
+	spec := job.Spec.DeepCopy()
 	labels := map[string]string{}
 	for k, v := range spec.PodLabels {
 		labels[k] = v

@@ -3,10 +3,8 @@
 package controllers
 
 import (
-	"cmp"
 	"context"
 	"errors"
-	"slices"
 	"sync"
 	"time"
 
@@ -83,10 +81,8 @@ type Options struct {
 	// BackoffBase is the first wait before a job whose start failed (pod creation refused, pod
 	// unschedulable) is tried again; it doubles with each failure, up to 10m. Default 10s.
 	BackoffBase time.Duration
-	// StatusWriters is how many status writes run at once.
-	StatusWriters int
 	// StatusQPS bounds the background writes of waiting jobs' positions, front of the queue
-	// first (see positionWriter); default DefaultStatusQPS.
+	// first (see statusWriter); default DefaultStatusQPS.
 	StatusQPS float64
 	// Clock is the time source; a fake one in tests.
 	Clock clock.Clock
@@ -103,14 +99,14 @@ type QueueReconciler struct {
 
 	// State of the loop, touched only by its single worker.
 	// written is the last status written per job: the operator is the only writer of status, so
-	// it is newer than what a lagging cache shows. The position writer updates it too: guarded
-	// by writtenMu.
+	// it is newer than what a lagging cache shows. The status writer updates it: guarded by
+	// writtenMu.
 	written   map[types.UID]*cvlabv1alpha1.CvlabJobStatus
 	writtenMu sync.Mutex
-	// positions writes waiting jobs' new places in the background; shown lists the statuses of
-	// the last decision not written yet, for the dashboard.
-	positions *positionWriter
-	shown     map[types.UID]*cvlabv1alpha1.CvlabJobStatus
+	// writer writes the decisions' status changes in the background; shown lists the positions
+	// of the last decision not written yet, for the dashboard.
+	writer *statusWriter
+	shown  map[types.UID]*cvlabv1alpha1.CvlabJobStatus
 	// wake asks for a decision from outside the watches (a failed background write).
 	wake chan event.GenericEvent
 	// expected are pods created but not yet seen in the cache.
@@ -135,7 +131,9 @@ type QueueReconciler struct {
 }
 
 type expectation struct {
-	pod   string
+	pod string
+	// node is where the pod was placed: its GPUs count there until the cache shows the pod.
+	node  string
 	since time.Time
 }
 
@@ -153,11 +151,6 @@ type backoffState struct {
 func NewQueueReconciler(c client.Client, apiReader client.Reader, recorder events.EventRecorder, opts Options) *QueueReconciler {
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
-	}
-	if opts.StatusWriters <= 0 {
-		// A decision waits for its status writes: with 8 at once, a drain admitting ~100 jobs a
-		// decision spent ~5 s writing (measured at 5,000 jobs); 32 cut that by 4.
-		opts.StatusWriters = 32
 	}
 	if opts.NodeSelector == nil {
 		opts.NodeSelector = labels.Everything()
@@ -177,7 +170,7 @@ func NewQueueReconciler(c client.Client, apiReader client.Reader, recorder event
 		backoff:  map[types.UID]backoffState{},
 		podNode:  map[types.UID]string{},
 	}
-	r.positions = newPositionWriter(r, opts.StatusQPS)
+	r.writer = newStatusWriter(r, opts.StatusQPS)
 	r.wake = make(chan event.GenericEvent, 1)
 	return r
 }
@@ -225,7 +218,7 @@ func (r *QueueReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return !okA || !okB || nodeCapacityKey(a) != nodeCapacityKey(b)
 		},
 	}
-	if err := mgr.Add(manager.RunnableFunc(r.positions.run)); err != nil {
+	if err := mgr.Add(manager.RunnableFunc(r.writer.run)); err != nil {
 		return err
 	}
 	jobs, err := newJobInformer(mgr.GetConfig()) // lenient: see jobs.go
@@ -271,16 +264,17 @@ func (r *QueueReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (r
 	if !r.jobs.HasSynced() {
 		return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
 	}
-	jobs := cvlabv1alpha1.CvlabJobList{Items: listJobs(r.jobs)}
+	jobs := listJobs(r.jobs)
+	// The pods are the cache's own (no deep copy): the decision only reads them.
 	var pods corev1.PodList
-	if err := r.client.List(ctx, &pods); err != nil {
+	if err := r.client.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
 		return reconcile.Result{}, err
 	}
 	var nodes corev1.NodeList
 	if err := r.client.List(ctx, &nodes); err != nil {
 		return reconcile.Result{}, err
 	}
-	obs := r.observe(jobs.Items, pods.Items, nodes.Items, now)
+	obs := r.observe(jobs, pods.Items, nodes.Items, now)
 
 	// Decide.
 	snap := obs.snapshot(r, now)
@@ -315,10 +309,6 @@ func (r *QueueReconciler) apply(ctx context.Context, obs *observation, d queue.D
 		entries[d.Order[i].Key] = &d.Order[i]
 	}
 	var errs []error
-	// The previous decision's position writes not started yet are out of date: drop them before
-	// this decision writes anything (those under way finish; claim waits for them).
-	r.positions.replace(nil)
-
 	// Evictions: jobs requeued because their pod was unschedulable too long, and preemptions.
 	evictions := obs.requeues
 	for _, pr := range d.Preemptions {
@@ -383,13 +373,14 @@ func (r *QueueReconciler) apply(ctx context.Context, obs *observation, d queue.D
 			obs.wakeups = append(obs.wakeups, r.backoff[c.v.job.UID].until)
 			continue
 		}
-		r.expected[c.v.job.UID] = expectation{pod: PodName(c.v.job, c.v.lastAdmission), since: now}
+		r.expected[c.v.job.UID] = expectation{pod: PodName(c.v.job, c.v.lastAdmission), node: c.node, since: now}
 		c.v.phase = cvlabv1alpha1.PhaseAdmitted
 	}
 
-	// Status changes of jobs that stay waiting (their place in the queue) go to the background
-	// position writer; the others (admitted, running, finished...) are written now.
-	var writes, deferred []statusWrite
+	// Hand the status changes to the background writer: phase changes all land, front first;
+	// the changes of jobs that stay waiting (their place in the queue) at --status-qps. The
+	// decision does not wait for them: the next one decides from what they will write.
+	var phase, positions []*statusWrite
 	r.shown = map[types.UID]*cvlabv1alpha1.CvlabJobStatus{}
 	for _, v := range obs.views {
 		if v.evicted {
@@ -400,21 +391,15 @@ func (r *QueueReconciler) apply(ctx context.Context, obs *observation, d queue.D
 		if equality.Semantic.DeepEqual(v.cur, want) {
 			continue
 		}
-		w := statusWrite{view: v, want: want, order: writeOrder(v, e)}
+		w := &statusWrite{job: v.job, cur: r.baseStatus(v), want: want, order: writeOrder(v, e), invalid: v.invalid, disruption: v.disruption}
 		if deferrable(v, want) {
-			deferred = append(deferred, w)
+			positions = append(positions, w)
 			r.shown[v.job.UID] = want
 			continue
 		}
-		writes = append(writes, w)
+		phase = append(phase, w)
 	}
-	byOrder := func(a, b statusWrite) int {
-		return cmp.Or(cmp.Compare(a.order, b.order), cmp.Compare(a.view.key(), b.view.key()))
-	}
-	slices.SortFunc(writes, byOrder)
-	slices.SortFunc(deferred, byOrder)
-	errs = append(errs, r.writeStatuses(ctx, writes)...)
-	r.positions.replace(deferred)
+	r.writer.submit(phase, positions)
 	return errs
 }
 

@@ -10,10 +10,14 @@ import (
 	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
 )
 
-// status is the job's status after this decision: what was written, or what was already there.
+// status is the job's status after this decision: what is being written, what was written, or
+// what was already there.
 func (r *QueueReconciler) status(v *jobView) *cvlabv1alpha1.CvlabJobStatus {
 	if w, ok := r.shown[v.job.UID]; ok {
-		return w // decided, being written in the background
+		return w // its new position, being written in the background
+	}
+	if w, ok := r.writer.intended(v.job.UID); ok {
+		return w // its new phase, being written
 	}
 	if w, ok := r.lastWritten(v.job.UID); ok {
 		return w

@@ -13,6 +13,8 @@ type point struct {
 	system    map[string]float64 // the system's rest_client_requests_total by method
 	apiserver map[string]float64 // apiserver_request_total by verb|resource|subresource
 	driver    map[string]float64 // the driver's own requests, the same way
+	// statusWrites is cvlab-queue's cvlab_status_writes_total by kind (phase, position).
+	statusWrites map[string]float64
 	proc      ProcStats          // the system's process
 	apiCPU    float64            // kube-apiserver's CPU seconds
 	// decisions and decisionSeconds: cvlab_decision_duration_seconds' count and sum.
@@ -26,6 +28,7 @@ func measurePoint(ctx context.Context, scr *Scraper, cp *ControlPlane, pid int, 
 		return p, err
 	}
 	p.system = Counts(fams, "rest_client_requests_total", "method")
+	p.statusWrites = Counts(fams, "cvlab_status_writes_total", "kind")
 	if h := fams["cvlab_decision_duration_seconds"]; h != nil && len(h.GetMetric()) > 0 {
 		p.decisions = float64(h.GetMetric()[0].GetHistogram().GetSampleCount())
 		p.decisionSeconds = h.GetMetric()[0].GetHistogram().GetSampleSum()
@@ -145,6 +148,8 @@ func finishPoint(res *Result, before, after point, admissions int, seconds float
 		writes += v
 	}
 	res.Requests.Writes = writes / a
+	res.Requests.PositionWrites = Sub(after.statusWrites, before.statusWrites)["position"] / a
+	res.Requests.WritesBesidesPositions = res.Requests.Writes - res.Requests.PositionWrites
 	if seconds > 0 {
 		res.APIServerWritesPerSecond = allWrites / seconds
 		res.SystemWritesPerSecond = writes / seconds

@@ -74,6 +74,11 @@ type Requests struct {
 	Reads        float64 `json:"readsPerAdmission"`
 	// Writes is every write per admission.
 	Writes float64 `json:"writesPerAdmission"`
+	// PositionWrites are the status writes that only moved a waiting job's place in the queue,
+	// per admission, from the manager's own cvlab_status_writes_total{kind="position"} (cvlab-queue
+	// only); WritesBesidesPositions is Writes less them.
+	PositionWrites         float64 `json:"positionWritesPerAdmission"`
+	WritesBesidesPositions float64 `json:"writesBesidesPositionsPerAdmission"`
 }
 
 // Result is one run's measurements.
@@ -259,7 +264,9 @@ func PrintTable(w io.Writer, rs []*Result) {
 	row("status writes / admission", func(r *Result) string { return fmt.Sprintf("%.2f", r.Requests.StatusWrites) })
 	row("event writes / admission", func(r *Result) string { return fmt.Sprintf("%.2f", r.Requests.EventWrites) })
 	row("other writes / admission", func(r *Result) string { return fmt.Sprintf("%.2f", r.Requests.OtherWrites) })
+	row("of the status writes: position updates / admission", func(r *Result) string { return fmt.Sprintf("%.2f", r.Requests.PositionWrites) })
 	row("all writes / admission", func(r *Result) string { return fmt.Sprintf("%.2f", r.Requests.Writes) })
+	row("writes besides position updates / admission", func(r *Result) string { return fmt.Sprintf("%.2f", r.Requests.WritesBesidesPositions) })
 	row("reads / admission", func(r *Result) string { return fmt.Sprintf("%.2f", r.Requests.Reads) })
 	row("system writes/s (drain)", func(r *Result) string { return fmt.Sprintf("%.0f", r.SystemWritesPerSecond) })
 	row("apiserver writes/s, all clients (drain)", func(r *Result) string { return fmt.Sprintf("%.0f", r.APIServerWritesPerSecond) })

@@ -1,0 +1,348 @@
+package controllers
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/flowcontrol"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+)
+
+// DefaultStatusQPS bounds the background writes of waiting jobs' positions (--status-qps).
+const DefaultStatusQPS = 100
+
+const (
+	// positionWriters is how many position writes run at once: enough for the token bucket's
+	// rate when each write takes tens of milliseconds (measured: 8 writers gave ~150 writes/s on
+	// a busy 2-core machine), bounded by the bucket anyway.
+	positionWriters = 32
+	// phaseWriters is how many phase-change writes run at once. They are not rate limited: each
+	// follows an admission, a pod's start or end, which are bounded by the cluster's own pace.
+	phaseWriters = 32
+	// maxWriteRetry bounds the wait before a failed phase write is tried again.
+	maxWriteRetry = 30 * time.Second
+)
+
+// Kinds of status writes, as counted by cvlab_status_writes_total.
+const (
+	writePhase    = "phase"
+	writePosition = "position"
+)
+
+// statusWriter writes jobs' statuses in the background, so that a decision never waits for the
+// API server: it decides, creates its pods, hands the status changes over and ends. Two kinds:
+//
+//   - Phase changes (admitted, running, finished, suspended, requeued...): every one is written,
+//     front of the queue first, retried until it lands. A newer decision's status for the same job
+//     replaces one not written yet, so a job admitted and started before its admission was written
+//     gets one write (Running), not two. Until it lands, the loop decides from it (intended):
+//     the operator is the only writer of status.
+//   - Position updates of jobs that stay waiting (queuePosition, rank, GPU ordinals, the waiting
+//     message): at most --status-qps a second (a token bucket), front of the queue first. When a
+//     job ahead of thousands of others starts, every position behind it changes; each decision
+//     replaces the whole backlog with its own, so a position is written at most once per change,
+//     and always the newest. A dropped position is computed again by the next decision.
+//
+// Two writes of the same job never overlap (busy), so that each is a merge patch from what the
+// previous one wrote.
+type statusWriter struct {
+	r       *QueueReconciler
+	limiter flowcontrol.RateLimiter
+	// now and after are the loop's clock (a fake one in tests).
+	now   func() time.Time
+	after func(time.Duration, func())
+
+	mu   sync.Mutex
+	cond *sync.Cond
+	// phase holds the phase writes not written yet, by job; phaseQueue orders them, front first
+	// (entries no longer in phase are skipped).
+	phase      map[types.UID]*statusWrite
+	phaseQueue []*statusWrite
+	// positions is the latest decision's position writes, front first; the ones before next are
+	// taken.
+	positions []*statusWrite
+	taken     []bool
+	next      int
+	// busy are the jobs whose status is being written.
+	busy map[types.UID]bool
+}
+
+// statusWrite is one status change to write; order puts the front of the queue first.
+type statusWrite struct {
+	// job is the cached object the decision saw (read only): its name, and the event's subject.
+	job *cvlabv1alpha1.CvlabJob
+	// cur is what the decision took as the job's status; want what it should become.
+	cur, want *cvlabv1alpha1.CvlabJobStatus
+	order     int
+	// invalid marks a job whose stored spec the API server cannot validate (see patchStatus).
+	invalid string
+	// disruption, when set, is told in a Warning event once the write lands.
+	disruption string
+	// retries counts failed attempts; notBefore is when to try again.
+	retries   int
+	notBefore time.Time
+}
+
+func (w *statusWrite) key() string { return w.job.Namespace + "/" + w.job.Name }
+
+func newStatusWriter(r *QueueReconciler, qps float64) *statusWriter {
+	if qps <= 0 {
+		qps = DefaultStatusQPS
+	}
+	w := &statusWriter{
+		r: r, limiter: flowcontrol.NewTokenBucketRateLimiter(float32(qps), max(int(qps), 1)),
+		now:   r.opts.Clock.Now,
+		after: func(d time.Duration, f func()) { time.AfterFunc(d, f) },
+		phase: map[types.UID]*statusWrite{}, busy: map[types.UID]bool{},
+	}
+	if c, ok := r.opts.Clock.(clock.WithDelayedExecution); ok {
+		w.after = func(d time.Duration, f func()) { c.AfterFunc(d, f) }
+	}
+	w.cond = sync.NewCond(&w.mu)
+	return w
+}
+
+func byWriteOrder(a, b *statusWrite) int {
+	return cmp.Or(cmp.Compare(a.order, b.order), cmp.Compare(a.key(), b.key()))
+}
+
+// submit hands over a decision's writes: phase changes (added to those pending, replacing any of
+// the same job) and position updates (replacing the whole backlog). A job appears in one of them
+// at most.
+func (w *statusWriter) submit(phase, positions []*statusWrite) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	// A new position for a job whose phase change is not written yet is written with it, as a
+	// phase write: it must land too, and the position writer skips jobs not waiting.
+	positions = slices.DeleteFunc(positions, func(p *statusWrite) bool {
+		if _, ok := w.phase[p.job.UID]; ok {
+			phase = append(phase, p)
+			return true
+		}
+		return false
+	})
+	slices.SortFunc(phase, byWriteOrder)
+	slices.SortFunc(positions, byWriteOrder)
+	for _, p := range phase {
+		w.phase[p.job.UID] = p
+	}
+	// The queue keeps only live entries: the older pending ones, then this decision's.
+	queue := make([]*statusWrite, 0, len(w.phase))
+	for _, p := range w.phaseQueue {
+		if w.phase[p.job.UID] == p {
+			queue = append(queue, p)
+		}
+	}
+	w.phaseQueue = append(queue, phase...)
+	w.positions, w.taken, w.next = positions, make([]bool, len(positions)), 0
+	w.cond.Broadcast()
+}
+
+// intended is the status a pending phase write will give the job: what the loop decides from.
+func (w *statusWriter) intended(uid types.UID) (*cvlabv1alpha1.CvlabJobStatus, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if p, ok := w.phase[uid]; ok {
+		return p.want, true
+	}
+	return nil, false
+}
+
+// pendingPhases counts the phase writes not written yet.
+func (w *statusWriter) pendingPhases() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.phase)
+}
+
+// forget drops the pending writes of jobs that are gone.
+func (w *statusWriter) forget(exists func(types.UID) bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for uid := range w.phase {
+		if !exists(uid) {
+			delete(w.phase, uid)
+		}
+	}
+}
+
+// claim waits until no write of uid is under way, drops the ones pending (the caller's write is
+// newer) and keeps others off the job until release: the loop's own inline write (evictions).
+func (w *statusWriter) claim(uid types.UID) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.busy[uid] {
+		w.cond.Wait()
+	}
+	delete(w.phase, uid)
+	w.busy[uid] = true
+}
+
+func (w *statusWriter) release(uid types.UID) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.busy, uid)
+	w.cond.Broadcast()
+}
+
+// takePhase returns the first pending phase write whose job is not being written and whose retry
+// time has come; ok is false when there is none now.
+func (w *statusWriter) takePhase(now time.Time) (*statusWrite, bool) {
+	for len(w.phaseQueue) > 0 && w.phase[w.phaseQueue[0].job.UID] != w.phaseQueue[0] {
+		w.phaseQueue = w.phaseQueue[1:] // written or superseded
+	}
+	for _, p := range w.phaseQueue {
+		if w.phase[p.job.UID] != p || w.busy[p.job.UID] || now.Before(p.notBefore) {
+			continue
+		}
+		w.busy[p.job.UID] = true
+		return p, true
+	}
+	return nil, false
+}
+
+// takePosition returns the first position write whose job is not being written.
+func (w *statusWriter) takePosition() (*statusWrite, bool) {
+	for i := w.next; i < len(w.positions); i++ {
+		if w.taken[i] || w.busy[w.positions[i].job.UID] {
+			continue
+		}
+		w.taken[i] = true
+		for w.next < len(w.positions) && w.taken[w.next] {
+			w.next++
+		}
+		w.busy[w.positions[i].job.UID] = true
+		return w.positions[i], true
+	}
+	return nil, false
+}
+
+// run writes until ctx ends; a manager Runnable (with leader election).
+func (w *statusWriter) run(ctx context.Context) error {
+	go func() { // wake the writers waiting when ctx ends
+		<-ctx.Done()
+		w.mu.Lock()
+		w.cond.Broadcast()
+		w.mu.Unlock()
+	}()
+	var wg sync.WaitGroup
+	for range phaseWriters {
+		wg.Go(func() { w.runPhases(ctx) })
+	}
+	for range positionWriters {
+		wg.Go(func() { w.runPositions(ctx) })
+	}
+	wg.Wait()
+	return nil
+}
+
+func (w *statusWriter) runPhases(ctx context.Context) {
+	for {
+		w.mu.Lock()
+		var sw *statusWrite
+		for ctx.Err() == nil {
+			var ok bool
+			if sw, ok = w.takePhase(w.now()); ok {
+				break
+			}
+			w.cond.Wait()
+		}
+		w.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		err := w.write(ctx, sw, writePhase)
+		w.mu.Lock()
+		if w.phase[sw.job.UID] == sw {
+			if err == nil {
+				delete(w.phase, sw.job.UID)
+			} else {
+				// Kept (unless superseded meanwhile) and tried again after a doubling wait.
+				sw.retries++
+				wait := min(retryAfterErrors<<min(sw.retries-1, 5), maxWriteRetry)
+				sw.notBefore = w.now().Add(wait) // it keeps its place in phaseQueue
+				w.after(wait, func() { w.mu.Lock(); w.cond.Broadcast(); w.mu.Unlock() })
+			}
+		}
+		delete(w.busy, sw.job.UID)
+		w.cond.Broadcast()
+		w.mu.Unlock()
+	}
+}
+
+func (w *statusWriter) runPositions(ctx context.Context) {
+	for ctx.Err() == nil {
+		w.mu.Lock()
+		for w.next >= len(w.positions) && ctx.Err() == nil {
+			w.cond.Wait()
+		}
+		w.mu.Unlock()
+		if err := w.limiter.Wait(ctx); err != nil {
+			return
+		}
+		w.mu.Lock()
+		var sw *statusWrite
+		for ctx.Err() == nil {
+			var ok bool
+			if sw, ok = w.takePosition(); ok || w.next >= len(w.positions) {
+				break
+			}
+			w.cond.Wait()
+		}
+		w.mu.Unlock()
+		if sw == nil {
+			continue
+		}
+		if err := w.write(ctx, sw, writePosition); err != nil {
+			// Not written: a decision soon computes it again.
+			time.AfterFunc(retryAfterErrors, w.r.wakeUp)
+		}
+		w.release(sw.job.UID)
+	}
+}
+
+// write patches one job's status from what was last written (or what the decision saw), then
+// tells of a phase change in an event.
+func (w *statusWriter) write(ctx context.Context, sw *statusWrite, kind string) error {
+	r := w.r
+	base := sw.cur
+	if cur, ok := r.lastWritten(sw.job.UID); ok {
+		base = cur
+	}
+	if kind == writePosition && (IsFinished(base) || base.Phase != cvlabv1alpha1.PhaseQueued && base.Phase != "") {
+		return nil // the loop moved the job on
+	}
+	if equality.Semantic.DeepEqual(base, sw.want) {
+		return nil // written already
+	}
+	if err := r.patchStatus(ctx, sw.job, sw.invalid, base, sw.want); err != nil {
+		log.FromContext(ctx).V(1).Info("status write failed", "job", sw.key(), "kind", kind, "error", err.Error())
+		return err
+	}
+	metricStatusWrites.WithLabelValues(kind).Inc()
+	r.setWritten(sw.job.UID, sw.want)
+	r.recordPhaseEvent(sw.job, base, sw.want)
+	if sw.disruption != "" && r.recorder != nil {
+		r.recorder.Eventf(sw.job, nil, corev1.EventTypeWarning, "Disrupted", "Requeue", "%s; back in the queue", sw.disruption)
+	}
+	if sw.want.Phase == cvlabv1alpha1.PhaseRunning && base.Phase != cvlabv1alpha1.PhaseRunning && sw.want.StartTime != nil {
+		metricWait.Observe(sw.want.StartTime.Sub(sw.job.CreationTimestamp.Time).Seconds())
+	}
+	return nil
+}
+
+// deferrable tells whether a status change is only a new place in the queue: the job waits
+// before and after, only its position, rank, GPU ordinals and message change.
+func deferrable(v *jobView, want *cvlabv1alpha1.CvlabJobStatus) bool {
+	return !v.evicted && want.Phase == cvlabv1alpha1.PhaseQueued &&
+		(v.cur.Phase == cvlabv1alpha1.PhaseQueued || v.cur.Phase == "") && v.cur.Admissions == want.Admissions
+}

@@ -1,0 +1,149 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+)
+
+// writeOf makes a status write of job name (uid = name) to phase, with a message to tell writes
+// of the same job apart, at the given place in the queue.
+func writeOf(name string, phase cvlabv1alpha1.JobPhase, msg string, order int) *statusWrite {
+	job := &cvlabv1alpha1.CvlabJob{ObjectMeta: metav1.ObjectMeta{Namespace: "lab", Name: name, UID: types.UID(name)}}
+	return &statusWrite{job: job, cur: &job.Status, want: &cvlabv1alpha1.CvlabJobStatus{Phase: phase, Message: msg}, order: order}
+}
+
+// TestStatusWriterQueue checks what the background writer takes, in which order, after a sequence
+// of decisions: every phase change lands (the newest of each job), positions only from the latest
+// decision, front of the queue first, never two writes of one job at once.
+func TestStatusWriterQueue(t *testing.T) {
+	type submission struct{ phase, positions []*statusWrite }
+	const (
+		admitted = cvlabv1alpha1.PhaseAdmitted
+		running  = cvlabv1alpha1.PhaseRunning
+		queued   = cvlabv1alpha1.PhaseQueued
+		done     = cvlabv1alpha1.PhaseSucceeded
+	)
+	cases := map[string]struct {
+		decisions []submission
+		busy      []string // jobs being written when the writers take
+		notBefore string   // a job whose phase write failed and waits to be retried
+		// wantPhase and wantPositions are "job:message" in the order the writers take them.
+		wantPhase, wantPositions []string
+	}{
+		"admitted then running before the first write: one write, the newest": {
+			decisions: []submission{
+				{phase: []*statusWrite{writeOf("a", admitted, "admitted", 0)}},
+				{phase: []*statusWrite{writeOf("a", running, "running", 0)}},
+			},
+			wantPhase: []string{"a:running"},
+		},
+		"phase changes of earlier decisions are kept, front of the queue first within one": {
+			decisions: []submission{
+				{phase: []*statusWrite{writeOf("c", done, "c done", 1 << 30), writeOf("b", admitted, "b admitted", 0)}},
+				{phase: []*statusWrite{writeOf("d", admitted, "d admitted", 0)}},
+			},
+			wantPhase: []string{"b:b admitted", "c:c done", "d:d admitted"},
+		},
+		"positions: only the latest decision's, front first": {
+			decisions: []submission{
+				{positions: []*statusWrite{writeOf("x", queued, "x #1", 1), writeOf("y", queued, "y #2", 2)}},
+				{positions: []*statusWrite{writeOf("y", queued, "y #1", 1), writeOf("z", queued, "z #3", 3), writeOf("x", queued, "x #2", 2)}},
+			},
+			wantPositions: []string{"y:y #1", "x:x #2", "z:z #3"},
+		},
+		"a new position of a job whose phase change is pending is written as a phase change": {
+			decisions: []submission{
+				{phase: []*statusWrite{writeOf("s", queued, "resumed", 1)}},
+				{positions: []*statusWrite{writeOf("s", queued, "resumed #4", 4), writeOf("t", queued, "t #5", 5)}},
+			},
+			wantPhase:     []string{"s:resumed #4"},
+			wantPositions: []string{"t:t #5"},
+		},
+		"a job being written is skipped until it is done": {
+			decisions: []submission{
+				{phase: []*statusWrite{writeOf("a", running, "a", 0), writeOf("b", running, "b", 0)},
+					positions: []*statusWrite{writeOf("c", queued, "c #1", 1), writeOf("d", queued, "d #2", 2)}},
+			},
+			busy:          []string{"a", "c"},
+			wantPhase:     []string{"b:b"},
+			wantPositions: []string{"d:d #2"},
+		},
+		"a failed write waits for its retry time": {
+			decisions: []submission{
+				{phase: []*statusWrite{writeOf("a", running, "a", 0), writeOf("b", running, "b", 0)}},
+			},
+			notBefore: "a",
+			wantPhase: []string{"b:b"},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			clk := clocktesting.NewFakeClock(time.Date(2026, 11, 29, 9, 0, 0, 0, time.UTC))
+			w := newStatusWriter(&QueueReconciler{opts: Options{Clock: clk}}, 100)
+			for _, d := range tc.decisions {
+				w.submit(d.phase, d.positions)
+			}
+			for _, b := range tc.busy {
+				w.busy[types.UID(b)] = true
+			}
+			if tc.notBefore != "" {
+				w.phase[types.UID(tc.notBefore)].notBefore = clk.Now().Add(time.Second)
+			}
+			var gotPhase, gotPositions []string
+			for {
+				sw, ok := w.takePhase(clk.Now())
+				if !ok {
+					break
+				}
+				gotPhase = append(gotPhase, sw.job.Name+":"+sw.want.Message)
+			}
+			for {
+				sw, ok := w.takePosition()
+				if !ok {
+					break
+				}
+				gotPositions = append(gotPositions, sw.job.Name+":"+sw.want.Message)
+			}
+			if diff := cmp.Diff(tc.wantPhase, gotPhase); diff != "" {
+				t.Errorf("phase writes taken (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.wantPositions, gotPositions); diff != "" {
+				t.Errorf("position writes taken (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestStatusWriterIntended checks what the loop decides from while a phase change is pending, and
+// that an inline write (an eviction) supersedes it.
+func TestStatusWriterIntended(t *testing.T) {
+	w := newStatusWriter(&QueueReconciler{opts: Options{Clock: clocktesting.NewFakeClock(time.Now())}}, 100)
+	w.submit([]*statusWrite{writeOf("a", cvlabv1alpha1.PhaseRunning, "running", 0)},
+		[]*statusWrite{writeOf("b", cvlabv1alpha1.PhaseQueued, "b #1", 1)})
+	if st, ok := w.intended("a"); !ok || st.Phase != cvlabv1alpha1.PhaseRunning {
+		t.Errorf("intended(a) = %v, %v; want the pending Running status", st, ok)
+	}
+	if _, ok := w.intended("b"); ok {
+		t.Errorf("intended(b) is set: a position write must not stand for the job's status (it may be dropped)")
+	}
+	w.claim("a")
+	if _, ok := w.intended("a"); ok {
+		t.Errorf("intended(a) still set after claim: the inline write supersedes it")
+	}
+	if _, ok := w.takePhase(time.Now()); ok {
+		t.Errorf("a write was taken for a claimed job")
+	}
+	w.release("a")
+	w.submit([]*statusWrite{writeOf("c", cvlabv1alpha1.PhaseAdmitted, "c", 0)}, nil)
+	w.forget(func(uid types.UID) bool { return uid != "c" })
+	if n := w.pendingPhases(); n != 0 {
+		t.Errorf("%d phase writes pending after their job was deleted, want 0", n)
+	}
+}
