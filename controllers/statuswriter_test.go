@@ -46,7 +46,7 @@ func TestStatusWriterQueue(t *testing.T) {
 		},
 		"phase changes of earlier decisions are kept, front of the queue first within one": {
 			decisions: []submission{
-				{phase: []*statusWrite{writeOf("c", done, "c done", 1 << 30), writeOf("b", admitted, "b admitted", 0)}},
+				{phase: []*statusWrite{writeOf("c", done, "c done", 1<<30), writeOf("b", admitted, "b admitted", 0)}},
 				{phase: []*statusWrite{writeOf("d", admitted, "d admitted", 0)}},
 			},
 			wantPhase: []string{"b:b admitted", "c:c done", "d:d admitted"},

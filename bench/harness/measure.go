@@ -15,8 +15,8 @@ type point struct {
 	driver    map[string]float64 // the driver's own requests, the same way
 	// statusWrites is cvlab-queue's cvlab_status_writes_total by kind (phase, position).
 	statusWrites map[string]float64
-	proc      ProcStats          // the system's process
-	apiCPU    float64            // kube-apiserver's CPU seconds
+	proc         ProcStats // the system's process
+	apiCPU       float64   // kube-apiserver's CPU seconds
 	// decisions and decisionSeconds: cvlab_decision_duration_seconds' count and sum.
 	decisions, decisionSeconds float64
 }
