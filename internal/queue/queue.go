@@ -31,6 +31,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -118,8 +119,16 @@ type Snapshot struct {
 }
 
 // Entry is one active GPU job in the global order.
+//
+// The job is not copied: Job points into the slice the order was made from (Snapshot.Jobs), so
+// that a decision over 10,000 jobs does not copy 1.5 MB of them (an Entry is 72 bytes, not 216).
+// The caller must not change that slice while it uses the entries; Decide and Order never do.
 type Entry struct {
-	Job
+	*Job
+	// Node is where the job's GPUs are or will be: the Job's Node, or for a waiting job the node
+	// it is admitted on or whose GPUs are promised to it. It shadows Job.Node, which Decide leaves
+	// alone since it belongs to the caller's snapshot.
+	Node string
 	// Rank is the 1-based place in the global order.
 	Rank int
 	// FirstGPU and LastGPU are the user's GPU ordinals the job covers; LastGPU is its ordinal.
@@ -197,7 +206,7 @@ func CompareGlobal(a, b *Entry) int {
 }
 
 // Order returns the global fair-share order of the GPU jobs in jobs, with ranks and ordinals set.
-// Jobs with no GPUs are left out.
+// Jobs with no GPUs are left out. The entries point into jobs (see Entry).
 //
 // It sorts twice, each time on keys packed into one integer when they fit (they do for any real
 // queue): the jobs by user, then within a user as CompareInUser; then the global order as
@@ -206,13 +215,23 @@ func CompareGlobal(a, b *Entry) int {
 // bits (creation times centuries apart, priorities far outside -1000..1000) fall back to a
 // comparison sort with the same result.
 func Order(jobs []Job) []Entry {
+	b := getBuffers()
+	defer buffersPool.Put(b)
+	return order(jobs, b)
+}
+
+// order is Order with its scratch slices taken from b.
+func order(jobs []Job, b *buffers) []Entry {
 	ids := make(map[string]int32, 64)
 	var (
-		idx              []int32 // the GPU jobs, by index into jobs
-		user             []int32 // their user ids
 		minPrio, maxPrio int32
 		t                timeCode
 	)
+	// The GPU jobs, by index into jobs, and their user ids. The sort keys below refer to a job
+	// by its place in idx, and what the later stages need of it (GPUs, creation time) is copied
+	// into small slices by that place here, while jobs is read in order: the stages then read
+	// those, not the scattered jobs.
+	idx, user := b.idx[:0], b.user[:0]
 	for i := range jobs {
 		j := &jobs[i]
 		if j.GPUs <= 0 {
@@ -231,9 +250,19 @@ func Order(jobs []Job) []Entry {
 		idx = append(idx, int32(i))
 		user = append(user, id)
 	}
+	b.idx, b.user = idx, user
 	n := len(idx)
 	tBits := t.bits()
-	keys, tmp := make([]packed, n), make([]packed, n)
+	keys, tmp := resize(&b.keys, n), resize(&b.tmp, n)
+	size, code, flags := resize(&b.size, n), resize(&b.code, n), resize(&b.flags, n)
+	for k, i := range idx {
+		j := &jobs[i]
+		size[k], flags[k] = j.GPUs, flagsOf(j)
+		if tBits >= 0 {
+			code[k] = t.code(j.Created)
+		}
+	}
+	key := func(x packed) string { return jobs[idx[x.job]].Key }
 
 	// 1. By user, then CompareInUser: higher priority first, the earlier job, the name.
 	uBits, pBits := bitLen(uint64(len(ids))), bitLen(uint64(int64(maxPrio)-int64(minPrio)))
@@ -241,29 +270,28 @@ func Order(jobs []Job) []Entry {
 	if tBits >= 0 && uBits+pBits+tBits <= 64 {
 		userShift = pBits + tBits
 		for k, i := range idx {
-			j := &jobs[i]
-			keys[k] = packed{job: i, key: uint64(user[k])<<(pBits+tBits) | uint64(int64(maxPrio)-int64(j.Priority))<<tBits | t.code(j.Created)}
+			keys[k] = packed{job: int32(k), key: uint64(user[k])<<(pBits+tBits) | uint64(int64(maxPrio)-int64(jobs[i].Priority))<<tBits | code[k]}
 		}
-		radixSort(keys, tmp, uBits+pBits+tBits)
-		breakTies(keys, jobs)
+		radixSort(keys, tmp, uBits+pBits+tBits, &b.count)
+		breakTies(keys, key)
 	} else {
-		for k, i := range idx {
-			keys[k] = packed{job: i, key: uint64(user[k])}
+		for k := range idx {
+			keys[k] = packed{job: int32(k), key: uint64(user[k])}
 		}
 		slices.SortFunc(keys, func(a, b packed) int {
-			return cmp.Or(cmp.Compare(a.key, b.key), CompareInUser(&jobs[a.job], &jobs[b.job]))
+			return cmp.Or(cmp.Compare(a.key, b.key), CompareInUser(&jobs[idx[a.job]], &jobs[idx[b.job]]))
 		})
 	}
 
 	// 2. Ordinals, walking each user's jobs.
-	first, last := make([]int32, n), make([]int32, n) // by place in keys
+	first, last := resize(&b.first, n), resize(&b.last, n) // by place in keys
 	var through, maxLast int32
 	for k := range keys {
 		if k == 0 || keys[k].key>>userShift != keys[k-1].key>>userShift {
 			through = 0
 		}
 		first[k] = through + 1
-		through += jobs[keys[k].job].GPUs
+		through += size[keys[k].job]
 		last[k] = through
 		maxLast = max(maxLast, through)
 	}
@@ -276,28 +304,89 @@ func Order(jobs []Job) []Entry {
 		j := keys[k].job
 		g := packed{job: j, at: int32(k), key: uint64(last[k])}
 		if packs {
-			g.key = g.key<<tBits | t.code(jobs[j].Created)
+			g.key = g.key<<tBits | code[j]
 		}
 		global[k] = g
 	}
 	if packs {
-		radixSort(global, keys, lBits+tBits)
-		breakTies(global, jobs)
+		radixSort(global, keys, lBits+tBits, &b.count)
+		breakTies(global, key)
 	} else {
 		slices.SortFunc(global, func(a, b packed) int {
-			return cmp.Or(cmp.Compare(a.key, b.key), jobs[a.job].Created.Compare(jobs[b.job].Created),
-				strings.Compare(jobs[a.job].Key, jobs[b.job].Key))
+			ja, jb := &jobs[idx[a.job]], &jobs[idx[b.job]]
+			return cmp.Or(cmp.Compare(a.key, b.key), ja.Created.Compare(jb.Created), strings.Compare(ja.Key, jb.Key))
 		})
 	}
-	order := make([]Entry, n)
+	order, byRank := make([]Entry, n), resize(&b.byRank, n)
 	for r, g := range global {
-		order[r] = Entry{Job: jobs[g.job], FirstGPU: first[g.at], LastGPU: last[g.at], Rank: r + 1}
+		// Field by field: a composite literal is built aside and copied in, with a bulk write
+		// barrier while the collector runs.
+		e, j := &order[r], &jobs[idx[g.job]]
+		e.Job, e.Node = j, j.Node
+		e.FirstGPU, e.LastGPU, e.Rank = first[g.at], last[g.at], r+1
+		byRank[r] = flags[g.job]
 	}
 	return order
 }
 
-// packed is a sort key packed into an integer, with the job's index into the input and its
-// place in the previous stage's order.
+// buffers are the scratch slices of a decision, kept for the next one: a decision's garbage is
+// then mostly what it returns, and the collector runs that much less often.
+type buffers struct {
+	idx, user, size []int32
+	code            []uint64
+	flags           []jobFlags // by place in idx
+	// byRank are the flags of the order's jobs, by rank: Decide reads them there rather than
+	// from the jobs, which lie scattered in memory in rank order.
+	byRank      []jobFlags
+	keys, tmp   []packed
+	count       []int32 // radixSort's
+	first, last []int32
+	// Used by newPlacement.
+	claimOf []int32
+	held    []heldOn
+	holders []holder
+}
+
+// jobFlags are what Decide reads of every job, packed: its state, and whether it has a
+// NotBefore.
+type jobFlags uint8
+
+const (
+	isWaiting jobFlags = 1 << iota
+	isHolding
+	hasNotBefore
+)
+
+func flagsOf(j *Job) jobFlags {
+	var f jobFlags
+	switch j.State {
+	case Waiting:
+		f |= isWaiting
+	case Holding:
+		f |= isHolding
+	}
+	if !j.NotBefore.IsZero() {
+		f |= hasNotBefore
+	}
+	return f
+}
+
+var buffersPool = sync.Pool{New: func() any { return new(buffers) }}
+
+func getBuffers() *buffers { return buffersPool.Get().(*buffers) }
+
+// resize makes *s n long, reusing its array when it is large enough, and returns it. The
+// elements are not cleared.
+func resize[T any](s *[]T, n int) []T {
+	if cap(*s) < n {
+		*s = make([]T, n)
+	}
+	*s = (*s)[:n]
+	return *s
+}
+
+// packed is a sort key packed into an integer, with the job's place among the GPU jobs (see
+// order) and its place in the previous stage's order.
 type packed struct {
 	key uint64
 	job int32
@@ -353,28 +442,44 @@ func bitLen(v uint64) int {
 	return n
 }
 
-// radixSort sorts a by key, stably, looking at the low bits bits; tmp is scratch of a's size.
-func radixSort(a, tmp []packed, bits int) {
-	if len(a) == 0 {
+// radixSort sorts a by key, stably, looking at the low bits bits; tmp is scratch of a's size
+// and count scratch for the digit counts. It counts every digit first, then moves the elements
+// once per digit. Digits are 8 bits wide for small inputs; large ones take up to 11 bits, so
+// that 30-odd bit keys (the usual) take 3 passes instead of 4.
+func radixSort(a, tmp []packed, bits int, count *[]int32) {
+	n := len(a)
+	if n == 0 || bits <= 0 {
 		return
 	}
-	src, dst := a, tmp
-	for shift := 0; shift < bits; shift += 8 {
-		var count [256]int
-		for i := range src {
-			count[byte(src[i].key>>shift)]++
+	width := 8
+	if n >= 4096 {
+		width = 11
+	}
+	passes := (bits + width - 1) / width
+	width = (bits + passes - 1) / passes // as many bits in each digit: 31 bits make 3 of 11
+	buckets, mask := 1<<width, uint64(1)<<width-1
+	counts := resize(count, passes*buckets)
+	clear(counts)
+	for p := range passes {
+		c, shift := counts[p*buckets:(p+1)*buckets], p*width
+		for i := range a {
+			c[a[i].key>>shift&mask]++
 		}
-		if count[byte(src[0].key>>shift)] == len(src) {
+	}
+	src, dst := a, tmp
+	for p := range passes {
+		shift, c := p*width, counts[p*buckets:(p+1)*buckets]
+		if int(c[src[0].key>>shift&mask]) == n {
 			continue // the same digit everywhere
 		}
-		pos := 0
-		for d := range count {
-			count[d], pos = pos, pos+count[d]
+		var pos int32
+		for d := range c {
+			c[d], pos = pos, pos+c[d]
 		}
 		for i := range src {
-			d := byte(src[i].key >> shift)
-			dst[count[d]] = src[i]
-			count[d]++
+			d := src[i].key >> shift & mask
+			dst[c[d]] = src[i]
+			c[d]++
 		}
 		src, dst = dst, src
 	}
@@ -383,15 +488,15 @@ func radixSort(a, tmp []packed, bits int) {
 	}
 }
 
-// breakTies orders the runs of equal keys in sorted a by namespace/name.
-func breakTies(a []packed, jobs []Job) {
+// breakTies orders the runs of equal keys in sorted a by namespace/name, given by key.
+func breakTies(a []packed, key func(packed) string) {
 	for i := 0; i < len(a); {
 		k := i + 1
 		for k < len(a) && a[k].key == a[i].key {
 			k++
 		}
 		if k-i > 1 {
-			slices.SortFunc(a[i:k], func(x, y packed) int { return strings.Compare(jobs[x.job].Key, jobs[y.job].Key) })
+			slices.SortFunc(a[i:k], func(x, y packed) int { return strings.Compare(key(x), key(y)) })
 		}
 		i = k
 	}
@@ -399,15 +504,17 @@ func breakTies(a []packed, jobs []Job) {
 
 // Decide applies the rule to a snapshot.
 func Decide(s Snapshot) Decision {
-	d := Decision{Order: Order(s.Jobs)}
-	for _, j := range s.Jobs {
-		if j.GPUs <= 0 && j.State == Waiting {
+	b := getBuffers()
+	defer buffersPool.Put(b)
+	d := Decision{Order: order(s.Jobs, b)}
+	for i := range s.Jobs {
+		if j := &s.Jobs[i]; j.GPUs <= 0 && j.State == Waiting {
 			d.AdmitCPU = append(d.AdmitCPU, j.Key)
 		}
 	}
 	slices.Sort(d.AdmitCPU)
 
-	p := newPlacement(s, d.Order)
+	p := newPlacement(s, d.Order, b)
 	d.Used = p.used
 	wake := func(t time.Time) {
 		if !t.IsZero() && (d.Wakeup.IsZero() || t.Before(d.Wakeup)) {
@@ -419,18 +526,23 @@ func Decide(s Snapshot) Decision {
 	// it once it has been head for MaxHeadWait, unless it can never fit at all.
 	headIdx := -1
 	held := "" // the reason of every job held behind a blocking head: the same sentence for all
+	// A zero NotBefore holds no job back, unless Now is before the zero time: only then need the
+	// jobs without a NotBefore be compared (and be read: see buffers.byRank).
+	zeroHolds := s.Now.Before(time.Time{})
 	for i := range d.Order {
-		e := &d.Order[i]
-		if e.State != Waiting {
+		f := b.byRank[i]
+		if f&isWaiting == 0 {
 			continue
 		}
+		e := &d.Order[i]
+		g := e.LastGPU - e.FirstGPU + 1 // e.GPUs, without reading the job
 		// A preemptor's reservation is its own to use.
 		var (
 			res      claim
 			reserved bool
 		)
-		if res = p.claims[i]; res.held {
-			reserved = true
+		if c := p.claimOf[i]; c != 0 {
+			res, reserved = p.claims[c-1], true
 			p.release(res)
 		}
 		keepReservation := func() {
@@ -446,47 +558,47 @@ func Decide(s Snapshot) Decision {
 			e.Reason = held
 			keepReservation()
 			continue
-		case s.Now.Before(e.NotBefore):
+		case (f&hasNotBefore != 0 || zeroHolds) && s.Now.Before(e.NotBefore):
 			e.Reason = "backing off after a failed start until " + e.NotBefore.UTC().Format(time.RFC3339)
 			wake(e.NotBefore)
 			keepReservation()
 			continue
 		}
-		if n, ok := p.fit(e.GPUs, res.node, reserved); ok {
+		if n, ok := p.fit(g, res.node, reserved); ok {
 			e.Admit, e.Node = true, p.names[n]
-			p.free[n] -= e.GPUs
-			p.capFree -= e.GPUs
+			p.free[n] -= g
+			p.capFree -= g
 			p.changes++
 			continue
 		}
 		if reserved {
 			keepReservation()
 			e.Node = p.names[res.node]
-			e.Reason = "waiting for the jobs it preempted to stop" + onNode(e.Node)
+			e.Reason = p.stopping(res.node)
 			continue
 		}
-		if msg := p.never(e.GPUs); msg != "" {
+		if msg := p.never(g); msg != "" {
 			e.Reason = msg
 			continue
 		}
 		if eligible(s.Preemption, e) {
-			if n, ok := p.fitSoon(e.GPUs); ok {
+			if n, ok := p.fitSoon(g); ok {
 				// GPUs being freed are enough: promise them, evict no one.
-				p.hold(i, p.reserve(n, e.GPUs))
+				p.hold(i, p.reserve(n, g))
 				e.Node = p.names[n]
-				e.Reason = "waiting for GPUs being freed" + onNode(e.Node)
+				e.Reason = p.freeing(n)
 				continue
 			}
-			pr, at, ok := p.preempt(d.Order, i)
+			pr, n, at, ok := p.preempt(d.Order, i)
 			if ok {
 				d.Preemptions = append(d.Preemptions, pr)
 				e.Node = pr.Node
-				e.Reason = fmt.Sprintf("preempting %d lower-ranked job(s)%s", len(pr.Victims), onNode(pr.Node))
+				e.Reason = p.preempting(n, len(pr.Victims))
 				continue
 			}
 			wake(at)
 		}
-		e.Reason = p.shortfall(e.GPUs)
+		e.Reason = p.shortfall(g)
 		if headIdx >= 0 {
 			continue
 		}
@@ -507,11 +619,11 @@ func Decide(s Snapshot) Decision {
 		}
 	}
 	d.Free = p.totalFree()
-	if len(p.claimed) > 0 {
-		d.Reserved = make(map[string]string, len(p.claimed))
-		for _, i := range p.claimed {
-			if e := &d.Order[i]; e.State == Waiting && !e.Admit {
-				d.Reserved[e.Key] = p.names[p.claims[i].node]
+	if len(p.claims) > 0 {
+		d.Reserved = make(map[string]string, len(p.claims))
+		for _, c := range p.claims {
+			if e := &d.Order[c.at]; e.State == Waiting && !e.Admit {
+				d.Reserved[e.Key] = p.names[c.node]
 			}
 		}
 		if len(d.Reserved) == 0 { // every reserved job started
@@ -521,7 +633,7 @@ func Decide(s Snapshot) Decision {
 
 	pos := 0
 	for i := range d.Order {
-		if e := &d.Order[i]; e.State == Waiting && !e.Admit {
+		if e := &d.Order[i]; b.byRank[i]&isWaiting != 0 && !e.Admit {
 			pos++
 			e.Position = pos
 		}
@@ -546,6 +658,14 @@ func onNode(n string) string {
 	return " on node " + n
 }
 
+// withNode is s + onNode(node), made in one allocation.
+func withNode(s, node string) string {
+	if node == "" {
+		return s
+	}
+	return s + " on node " + node
+}
+
 // placement tracks free GPUs per node during one decision. Pool mode is one node named "".
 // Nodes are numbered in name order, and everything per node is a slice indexed by that number:
 // the decision's inner loops (best fit, victims) do no hashing.
@@ -556,48 +676,102 @@ type placement struct {
 	alloc []int32
 	free  []int32 // may be negative while reserved or over-committed
 	// soon are GPUs being freed by pods that are stopping, by node: promised to no one yet.
-	soon     []int32
-	onNode   [][]holder // the Holding jobs, by node, in rank order
-	evicting []bool     // by index into the order
-	// claims are the claims of waiting preemptors, by index into the order; claimed lists
-	// those indices.
+	soon []int32
+	// onNode are the Holding jobs that may become victims, by node, in rank order: started,
+	// and not being evicted (those never are, so they are left out, and victims are removed as
+	// they are chosen).
+	onNode  [][]holder
+	biggest []int32 // by node, at least the GPUs of each job in onNode (to skip nodes: see preempt)
+	// claims are the claims of waiting preemptors, in the order they were made; claimOf maps an
+	// index into the order to 1 + the index of its claim, 0 if it has none. Few jobs claim: one
+	// int32 per job keeps the per-job lookup cheap without a map.
 	claims   []claim
-	claimed  []int
+	claimOf  []int32
 	largest  int32
 	capacity int32 // upper bound on held GPUs; negative: none
 	capFree  int32
 	used     int32
-	// changes counts changes to free GPUs; shortfall's cache is valid while it stays sumsAt.
+	// changes counts changes to free GPUs; the sums below are valid while it stays sumsAt.
 	changes, sumsAt int
 	// total free, most free on one node, most free plus being freed on one node.
 	total, most, mostSoon int32
-	reasons               map[int32]string
-	scratch               [2][]int
+	// reasons are shortfall's sentences by GPUs needed, for the total and most of reasonsFor:
+	// thousands of waiting jobs share a few sentences, which change only with those two sums.
+	reasons    []string
+	reasonsFor [2]int32
+	texts      []nodeText // by node: see freeing, stopping, preempting
+	victims    []string   // the backing of every Preemption.Victims of the decision
+	scratch    [2][]int
 }
 
-// claim is what a preemptor holds on a node: GPUs promised out of those being freed (soon) and
-// out of those free now.
+// nodeText are the sentences about one node, made at most once per decision and shared by every
+// job they describe.
+type nodeText struct {
+	freeing, stopping string
+	preempting        [4]string // by number of victims - 1
+}
+
+// freeing is the reason of a job waiting for GPUs being freed on node n.
+func (p *placement) freeing(n int) string {
+	t := &p.texts[n]
+	if t.freeing == "" {
+		t.freeing = withNode("waiting for GPUs being freed", p.names[n])
+	}
+	return t.freeing
+}
+
+// stopping is the reason of a job waiting for its victims on node n to stop.
+func (p *placement) stopping(n int) string {
+	t := &p.texts[n]
+	if t.stopping == "" {
+		t.stopping = withNode("waiting for the jobs it preempted to stop", p.names[n])
+	}
+	return t.stopping
+}
+
+// preempting is the reason of a job that evicts victims jobs on node n.
+func (p *placement) preempting(n, victims int) string {
+	text := func() string { // withNode's sentence, in one allocation
+		if node := p.names[n]; node != "" {
+			return "preempting " + strconv.Itoa(victims) + " lower-ranked job(s) on node " + node
+		}
+		return "preempting " + strconv.Itoa(victims) + " lower-ranked job(s)"
+	}
+	t := &p.texts[n]
+	if victims < 1 || victims > len(t.preempting) {
+		return text()
+	}
+	if r := &t.preempting[victims-1]; *r == "" {
+		*r = text()
+	}
+	return t.preempting[victims-1]
+}
+
+// claim is what a preemptor (order[at]) holds on a node: GPUs promised out of those being freed
+// (soon) and out of those free now.
 type claim struct {
-	node           int
+	at, node       int
 	fromSoon, free int32
-	held           bool
 }
 
-// hold records the claim of the waiting job order[i].
+// hold records the claim of the waiting job order[i]. A job makes at most one claim per decision.
 func (p *placement) hold(i int, c claim) {
-	c.held = true
-	p.claims[i] = c
-	p.claimed = append(p.claimed, i)
+	c.at = i
+	p.claims = append(p.claims, c)
+	p.claimOf[i] = int32(len(p.claims))
 }
 
-// holder is a Holding job on a node, as a possible victim.
+// heldOn is a Holding job, by index into the order, and its node's number (-1: none).
+type heldOn struct{ at, node int32 }
+
+// holder is a started Holding job on a node, as a possible victim.
 type holder struct {
 	at   int // index into the order
 	gpus int32
-	// started tells whether its pod started; young, whether it did less than MinRuntime ago,
-	// and then ready is when it becomes evictable.
-	started, young bool
-	ready          time.Time
+	// young tells whether its pod started less than MinRuntime ago; ready is when it becomes
+	// evictable.
+	young bool
+	ready time.Time
 }
 
 // reserve promises g GPUs of node n to a preemptor: those free now first, then those being
@@ -624,10 +798,12 @@ func (p *placement) release(c claim) {
 	p.capFree += c.fromSoon + c.free
 }
 
-func newPlacement(s Snapshot, order []Entry) *placement {
+// newPlacement sets up the placement of a decision on order, with the scratch slices and the
+// job flags (byRank) that order left in b.
+func newPlacement(s Snapshot, order []Entry, b *buffers) *placement {
 	p := &placement{
-		pool: s.Nodes == nil, claims: make([]claim, len(order)), evicting: make([]bool, len(order)),
-		capacity: s.Capacity, capFree: math.MaxInt32,
+		pool: s.Nodes == nil, claimOf: resize(&b.claimOf, len(order)),
+		capacity: s.Capacity, capFree: math.MaxInt32, sumsAt: -1,
 	}
 	if p.pool {
 		p.names = []string{""}
@@ -661,12 +837,18 @@ func newPlacement(s Snapshot, order []Entry) *placement {
 			p.largest = max(p.largest, n.GPUs)
 		}
 	}
-	p.onNode = make([][]holder, len(p.names))
+	clear(p.claimOf)
+	p.texts = make([]nodeText, len(p.names))
+	// The holders of all nodes share one array, each node's in rank order: count them by node
+	// first (held remembers each Holding job and its node, -1 for none or when it is no
+	// candidate), then fill.
+	count := make([]int, len(p.names)+1)
+	held := b.held[:0]
 	for i := range order {
-		e := &order[i]
-		if e.State != Holding {
+		if b.byRank[i]&isHolding == 0 {
 			continue
 		}
+		e := &order[i]
 		p.used += e.GPUs
 		node := e.Node
 		if p.pool {
@@ -675,18 +857,33 @@ func newPlacement(s Snapshot, order []Entry) *placement {
 		k, ok := p.index[node]
 		if ok {
 			p.free[k] -= e.GPUs
-			h := holder{at: i, gpus: e.GPUs, started: !e.Started.IsZero()}
-			if h.started {
-				h.ready = e.Started.Add(s.MinRuntime)
-				h.young = s.Now.Before(h.ready)
-			}
-			p.onNode[k] = append(p.onNode[k], h)
-		}
-		if e.Evicting {
-			p.evicting[i] = true
-			if ok {
+			if e.Evicting {
 				p.soon[k] += e.GPUs
 			}
+		}
+		if !ok || e.Started.IsZero() || e.Evicting { // never a victim
+			k = -1
+		} else {
+			count[k+1]++
+		}
+		held = append(held, heldOn{at: int32(i), node: int32(k)})
+	}
+	b.held = held
+	for k := range p.names { // count[k] becomes where node k's holders start
+		count[k+1] += count[k]
+	}
+	all := resize(&b.holders, count[len(p.names)])
+	p.onNode, p.biggest = make([][]holder, len(p.names)), make([]int32, len(p.names))
+	for k := range p.onNode {
+		p.onNode[k] = all[count[k]:count[k]:count[k+1]]
+	}
+	for _, h := range held {
+		if k := h.node; k >= 0 {
+			e := &order[h.at]
+			p.biggest[k] = max(p.biggest[k], e.GPUs)
+			hd := holder{at: int(h.at), gpus: e.GPUs, ready: e.Started.Add(s.MinRuntime)}
+			hd.young = s.Now.Before(hd.ready)
+			p.onNode[k] = append(p.onNode[k], hd) // within its share of all: no allocation
 		}
 	}
 	if p.capacity >= 0 {
@@ -696,18 +893,21 @@ func newPlacement(s Snapshot, order []Entry) *placement {
 		return p
 	}
 	for i := range order { // in rank order: see reserve
+		// A claim is kept only while its job may still preempt and can fit there; a stale one
+		// (the policy changed, the node or the capacity shrank) is dropped before anyone sees it.
+		// Whether it may preempt is checked first: it spares most jobs the lookup by key.
 		e := &order[i]
+		if b.byRank[i]&isWaiting == 0 || !eligible(s.Preemption, e) {
+			continue
+		}
 		node, ok := s.Reserved[e.Key]
-		if !ok || e.State != Waiting {
+		if !ok {
 			continue
 		}
 		if p.pool {
 			node = ""
 		}
-		// A claim is kept only while its job may still preempt and can fit there; a stale one
-		// (the policy changed, the node or the capacity shrank) is dropped before anyone sees it.
-		if k, ok := p.index[node]; ok && eligible(s.Preemption, e) && p.alloc[k] >= e.GPUs &&
-			(p.capacity < 0 || p.capacity >= e.GPUs) {
+		if k, ok := p.index[node]; ok && p.alloc[k] >= e.GPUs && (p.capacity < 0 || p.capacity >= e.GPUs) {
 			p.hold(i, p.reserve(k, e.GPUs))
 		}
 	}
@@ -776,7 +976,7 @@ func (p *placement) totalFree() int32 {
 
 // sums refreshes the totals over nodes when free GPUs changed since they were computed.
 func (p *placement) sums() {
-	if p.sumsAt == p.changes && p.reasons != nil {
+	if p.sumsAt == p.changes {
 		return
 	}
 	p.total = p.totalFree()
@@ -787,21 +987,30 @@ func (p *placement) sums() {
 			p.mostSoon = max(p.mostSoon, f+p.soon[n])
 		}
 	}
-	p.sumsAt, p.reasons = p.changes, map[int32]string{}
+	p.sumsAt = p.changes
 }
 
 // shortfall explains why a job does not fit now. Most waiting jobs see the same free GPUs, so
-// the sums and sentences are kept until the free GPUs change.
+// the sums are kept until the free GPUs change, and the sentences while the sums stay the same.
 func (p *placement) shortfall(g int32) string {
 	p.sums()
-	if r, ok := p.reasons[g]; ok {
-		return r
+	if p.reasonsFor != [2]int32{p.total, p.most} {
+		p.reasonsFor = [2]int32{p.total, p.most}
+		clear(p.reasons)
+	}
+	if g >= 0 && int(g) < len(p.reasons) && p.reasons[g] != "" {
+		return p.reasons[g]
 	}
 	r := fmt.Sprintf("%s free but at most %d on one node, needs %d", gpus(p.total), p.most, g)
 	if p.pool || p.total < g {
 		r = fmt.Sprintf("%s free, needs %d", gpus(p.total), g)
 	}
-	p.reasons[g] = r
+	if g >= 0 && g < 64 { // jobs bigger than that are rare: no cache for them
+		if int(g) >= len(p.reasons) {
+			p.reasons = append(p.reasons, make([]string, int(g)+1-len(p.reasons))...)
+		}
+		p.reasons[g] = r
+	}
 	return r
 }
 
@@ -814,32 +1023,40 @@ func (p *placement) enough(n int, g, freed int32) bool {
 // preempt looks for the running jobs that the waiting job order[i] may evict to start: on one
 // node, ranked below it, running for at least MinRuntime, the lowest-ranked first and no more
 // than needed. Among nodes it prefers the fewest victims, then victims ranked lowest. When none
-// is found, it returns the earliest time a young job becomes evictable (zero if none).
-func (p *placement) preempt(order []Entry, i int) (Preemption, time.Time, bool) {
+// is found, it returns the earliest time a young job becomes evictable (zero if none); else the
+// preemption and its node's number.
+func (p *placement) preempt(order []Entry, i int) (Preemption, int, time.Time, bool) {
 	e := &order[i]
+	want := e.GPUs
 	var (
-		bestNode int
-		found    bool
-		wakeAt   time.Time
+		bestNode  int
+		bestFirst int // the highest-ranked victim on bestNode, by index into the order
+		found     bool
+		wakeAt    time.Time
 	)
 	// Two scratch slices, reused across nodes and decisions' preemptors: the best victims so
-	// far and the current node's.
+	// far and the current node's, by index into their node's holders.
 	best, chosen := p.scratch[0][:0], p.scratch[1][:0]
-	defer func() { p.scratch[0], p.scratch[1] = best[:0], chosen[:0] }()
 	for n := range p.names {
-		if p.alloc[n] < e.GPUs {
+		if p.alloc[n] < want {
+			continue
+		}
+		holders := p.onNode[n]
+		// Once victims are found, skip the nodes that cannot do better without looking at their
+		// holders (the young ones' wake-up times no longer matter then): those where fewer
+		// victims, even the biggest, would not free enough, and where as many victims would
+		// not all rank below the best's highest-ranked one. Of any l of a node's holders, the
+		// highest-ranked ranks at or above its l-th lowest-ranked holder.
+		if l := len(best); found && l > 0 && p.free[n]+p.soon[n]+int32(l-1)*p.biggest[n] < want &&
+			(len(holders) < l || holders[len(holders)-l].at <= bestFirst) {
 			continue
 		}
 		chosen = chosen[:0]
 		var freed int32
-		holders := p.onNode[n]
-		for k := len(holders) - 1; k >= 0 && !p.enough(n, e.GPUs, freed); k-- { // lowest-ranked first
+		for k := len(holders) - 1; k >= 0 && !p.enough(n, want, freed); k-- { // lowest-ranked first
 			h := &holders[k]
 			if h.at <= i {
 				break // holders are in rank order: the rest rank above the preemptor
-			}
-			if p.evicting[h.at] || !h.started {
-				continue
 			}
 			if h.young {
 				if wakeAt.IsZero() || h.ready.Before(wakeAt) {
@@ -847,41 +1064,54 @@ func (p *placement) preempt(order []Entry, i int) (Preemption, time.Time, bool) 
 				}
 				continue
 			}
-			chosen = append(chosen, h.at)
+			chosen = append(chosen, k)
 			freed += h.gpus
 		}
-		if !p.enough(n, e.GPUs, freed) {
+		if !p.enough(n, want, freed) {
 			continue
 		}
 		for k := len(chosen) - 1; k >= 0; k-- { // drop the higher-ranked ones not needed
-			if g := order[chosen[k]].GPUs; p.enough(n, e.GPUs, freed-g) {
+			if g := holders[chosen[k]].gpus; p.enough(n, want, freed-g) {
 				freed -= g
 				chosen = slices.Delete(chosen, k, k+1)
 			}
 		}
+		// Holders are in rank order: the smallest index among them is the highest-ranked.
 		if !found || len(chosen) < len(best) ||
-			len(chosen) == len(best) && slices.Min(chosen) > slices.Min(best) {
+			len(chosen) == len(best) && holders[slices.Min(chosen)].at > bestFirst {
 			bestNode, found = n, true
 			best, chosen = chosen, best // keep these victims; reuse the other slice
+			if len(best) > 0 {
+				bestFirst = holders[slices.Min(best)].at
+			}
 		}
 	}
-	bestChosen := best
+	p.scratch[0], p.scratch[1] = best[:0], chosen[:0]
 	if !found {
-		return Preemption{}, wakeAt, false
+		return Preemption{}, 0, wakeAt, false
 	}
 	pr := Preemption{Preemptor: e.Key, Node: p.names[bestNode]}
 	var freed int32
-	for _, j := range bestChosen {
-		pr.Victims = append(pr.Victims, order[j].Key)
-		p.evicting[j] = true
-		freed += order[j].GPUs
+	start := len(p.victims)
+	holders := p.onNode[bestNode]
+	for _, k := range best { // lowest-ranked first, so by decreasing k
+		h := holders[k]
+		p.victims = append(p.victims, order[h.at].Key)
+		freed += h.gpus
+		holders = slices.Delete(holders, k, k+1) // no longer a candidate
+	}
+	p.onNode[bestNode] = holders
+	// The decision's victims share one array; each preemption gets its part, capped so that an
+	// append by the caller copies instead of overwriting the next preemption's victims.
+	if len(best) > 0 {
+		pr.Victims = p.victims[start:len(p.victims):len(p.victims)]
 	}
 	// The victims' GPUs will be free soon and the preemptor claims them (see reserve). Within
 	// this decision they still count against the capacity bound.
 	p.soon[bestNode] += freed
 	p.changes++
-	p.hold(i, p.reserve(bestNode, e.GPUs))
-	return pr, time.Time{}, true
+	p.hold(i, p.reserve(bestNode, want))
+	return pr, bestNode, time.Time{}, true
 }
 
 // Ordinal renders 1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st...: a user's GPU ordinals in messages.

@@ -125,7 +125,8 @@ func TestCompareInUser(t *testing.T) {
 
 func TestCompareGlobal(t *testing.T) {
 	entry := func(key string, last int32, created int, prio int32) Entry {
-		return Entry{Job: wait(key, "u-"+key, 1, prio, created), FirstGPU: last, LastGPU: last}
+		j := wait(key, "u-"+key, 1, prio, created)
+		return Entry{Job: &j, Node: j.Node, FirstGPU: last, LastGPU: last}
 	}
 	cases := map[string]struct {
 		a, b Entry

@@ -169,7 +169,7 @@ func referenceOrder(jobs []Job) []Entry {
 		slices.SortFunc(list, CompareInUser)
 		var through int32
 		for _, j := range list {
-			order = append(order, Entry{Job: *j, FirstGPU: through + 1, LastGPU: through + j.GPUs})
+			order = append(order, Entry{Job: j, Node: j.Node, FirstGPU: through + 1, LastGPU: through + j.GPUs})
 			through += j.GPUs
 		}
 	}
