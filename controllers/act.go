@@ -299,9 +299,11 @@ func nodeSuffix(node string) string {
 	return " on node " + node
 }
 
-func writeOrder(v *jobView, e *queue.Entry) int {
+// writeOrder puts the front of the queue first: phase changes of admitted and running jobs, then
+// waiting jobs by position, then the rest (running jobs' new ranks among them).
+func writeOrder(v *jobView, want *cvlabv1alpha1.CvlabJobStatus, e *queue.Entry) int {
 	switch {
-	case v.phase == cvlabv1alpha1.PhaseAdmitted || v.phase == cvlabv1alpha1.PhaseRunning:
+	case (v.phase == cvlabv1alpha1.PhaseAdmitted || v.phase == cvlabv1alpha1.PhaseRunning) && v.cur.Phase != want.Phase:
 		return 0
 	case e != nil && e.Position > 0:
 		return e.Position
@@ -323,6 +325,10 @@ func (r *QueueReconciler) baseStatus(v *jobView) *cvlabv1alpha1.CvlabJobStatus {
 func (r *QueueReconciler) patchStatus(ctx context.Context, job *cvlabv1alpha1.CvlabJob, invalid string, base, want *cvlabv1alpha1.CvlabJobStatus) error {
 	from := &cvlabv1alpha1.CvlabJob{TypeMeta: job.TypeMeta, ObjectMeta: metav1.ObjectMeta{Namespace: job.Namespace, Name: job.Name}, Status: *base}
 	to := &cvlabv1alpha1.CvlabJob{TypeMeta: job.TypeMeta, ObjectMeta: metav1.ObjectMeta{Namespace: job.Namespace, Name: job.Name}, Status: *want}
+	if l := log.FromContext(ctx).V(3); l.Enabled() {
+		data, _ := client.MergeFrom(from).Data(to)
+		l.Info("status patch", "job", job.Namespace+"/"+job.Name, "patch", string(data))
+	}
 	if err := r.client.Status().Patch(ctx, to, client.MergeFrom(from), FieldOwner); client.IgnoreNotFound(err) != nil {
 		if invalid != "" && apierrors.IsInvalid(err) {
 			// The API server refuses every write to a job whose stored spec its CRD's rules cannot

@@ -275,15 +275,18 @@ func (r *QueueReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (r
 		return reconcile.Result{}, err
 	}
 	obs := r.observe(jobs, pods.Items, nodes.Items, now)
+	observed := r.opts.Clock.Now()
 
 	// Decide.
 	snap := obs.snapshot(r, now)
 	d := queue.Decide(snap)
 	r.head, r.headSince = d.Head, d.HeadSince
 	r.keepReservations(obs, d, now)
+	decided := r.opts.Clock.Now()
 
 	// Act and record.
 	errs := r.apply(ctx, obs, d, now)
+	applied := r.opts.Clock.Now()
 	if len(errs) > 0 && ctx.Err() != nil {
 		return reconcile.Result{}, nil // shutting down: the next leader decides again
 	}
@@ -296,7 +299,9 @@ func (r *QueueReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (r
 		res.RequeueAfter = min(res.RequeueAfter, retryAfterErrors)
 	}
 	log.FromContext(ctx).V(1).Info("decided", "jobs", len(obs.views), "admitted", countAdmitted(d),
-		"preemptions", len(d.Preemptions), "free", d.Free, "head", d.Head, "requeueAfter", res.RequeueAfter)
+		"preemptions", len(d.Preemptions), "free", d.Free, "head", d.Head, "requeueAfter", res.RequeueAfter,
+		"observeMs", observed.Sub(now).Milliseconds(), "decideMs", decided.Sub(observed).Milliseconds(),
+		"applyMs", applied.Sub(decided).Milliseconds(), "pendingPhaseWrites", r.writer.pendingPhases())
 	return res, nil
 }
 
@@ -356,6 +361,9 @@ func (r *QueueReconciler) apply(ctx context.Context, obs *observation, d queue.D
 		wg  sync.WaitGroup
 		sem = make(chan struct{}, podCreators)
 	)
+	if len(creations) > 0 {
+		r.writer.creatingPods(true)
+	}
 	for _, c := range creations {
 		sem <- struct{}{}
 		wg.Go(func() {
@@ -364,6 +372,9 @@ func (r *QueueReconciler) apply(ctx context.Context, obs *observation, d queue.D
 		})
 	}
 	wg.Wait()
+	if len(creations) > 0 {
+		r.writer.creatingPods(false)
+	}
 	for _, c := range creations {
 		if c.err != nil {
 			c.v.startErr = c.err
@@ -391,11 +402,14 @@ func (r *QueueReconciler) apply(ctx context.Context, obs *observation, d queue.D
 		if equality.Semantic.DeepEqual(v.cur, want) {
 			continue
 		}
-		w := &statusWrite{job: v.job, cur: r.baseStatus(v), want: want, order: writeOrder(v, e), invalid: v.invalid, disruption: v.disruption}
+		w := &statusWrite{job: v.job, cur: r.baseStatus(v), want: want, order: writeOrder(v, want, e), invalid: v.invalid, disruption: v.disruption}
 		if deferrable(v, want) {
 			positions = append(positions, w)
 			r.shown[v.job.UID] = want
 			continue
+		}
+		if want.Phase == cvlabv1alpha1.PhaseAdmitted && v.cur.Phase != cvlabv1alpha1.PhaseAdmitted {
+			w.notBefore = now.Add(admittedWriteDelay) // see admittedWriteDelay
 		}
 		phase = append(phase, w)
 	}

@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/utils/clock"
@@ -30,6 +31,11 @@ const (
 	phaseWriters = 32
 	// maxWriteRetry bounds the wait before a failed phase write is tried again.
 	maxWriteRetry = 30 * time.Second
+	// admittedWriteDelay holds back the write of a job's admission (phase Admitted) this long:
+	// when its pod starts meanwhile, as most do on a warm node, one write (Running) and one event
+	// (Started) say both, instead of two of each. The pod itself exists at once, and the
+	// dashboard shows the admission at once.
+	admittedWriteDelay = time.Second
 )
 
 // Kinds of status writes, as counted by cvlab_status_writes_total.
@@ -74,6 +80,8 @@ type statusWriter struct {
 	next      int
 	// busy are the jobs whose status is being written.
 	busy map[types.UID]bool
+	// creating counts the decisions creating pods right now (0 or 1).
+	creating int
 }
 
 // statusWrite is one status change to write; order puts the front of the queue first.
@@ -121,10 +129,12 @@ func byWriteOrder(a, b *statusWrite) int {
 func (w *statusWriter) submit(phase, positions []*statusWrite) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	// A new position for a job whose phase change is not written yet is written with it, as a
-	// phase write: it must land too, and the position writer skips jobs not waiting.
+	// A new position for a job whose phase change is not written yet (nor being written) is
+	// written with it, as a phase write: the position writer skips jobs whose phase differs from
+	// what was written. Behind a write under way it stays a position write.
 	positions = slices.DeleteFunc(positions, func(p *statusWrite) bool {
-		if _, ok := w.phase[p.job.UID]; ok {
+		if old, ok := w.phase[p.job.UID]; ok && !w.busy[p.job.UID] {
+			p.notBefore = old.notBefore // a held-back admission stays held back
 			phase = append(phase, p)
 			return true
 		}
@@ -145,6 +155,15 @@ func (w *statusWriter) submit(phase, positions []*statusWrite) {
 	w.phaseQueue = append(queue, phase...)
 	w.positions, w.taken, w.next = positions, make([]bool, len(positions)), 0
 	w.cond.Broadcast()
+	var later time.Time
+	for _, p := range phase {
+		if p.notBefore.After(later) {
+			later = p.notBefore
+		}
+	}
+	if d := later.Sub(w.now()); d > 0 {
+		w.after(d, func() { w.mu.Lock(); w.cond.Broadcast(); w.mu.Unlock() })
+	}
 }
 
 // intended is the status a pending phase write will give the job: what the loop decides from.
@@ -279,10 +298,39 @@ func (w *statusWriter) runPhases(ctx context.Context) {
 	}
 }
 
+// creatingPods tells the writer that the loop creates pods (on) or is done (off): positions wait
+// meanwhile, so that an admission never queues behind them at the API server.
+func (w *statusWriter) creatingPods(on bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if on {
+		w.creating++
+	} else {
+		w.creating--
+		w.cond.Broadcast()
+	}
+}
+
+// yieldToPhases tells whether a position write must wait: pods are being created, or a phase
+// write is ready to go. Positions come last: when the API server is the bottleneck (it is on a
+// small control plane), every position write issued during a drain delays the next admission, and
+// the position is likely stale before it lands; they catch up as soon as the queue settles.
+func (w *statusWriter) yieldToPhases(now time.Time) bool {
+	if w.creating > 0 {
+		return true
+	}
+	for _, p := range w.phaseQueue {
+		if w.phase[p.job.UID] == p && !w.busy[p.job.UID] && !now.Before(p.notBefore) {
+			return true
+		}
+	}
+	return false
+}
+
 func (w *statusWriter) runPositions(ctx context.Context) {
 	for ctx.Err() == nil {
 		w.mu.Lock()
-		for w.next >= len(w.positions) && ctx.Err() == nil {
+		for (w.next >= len(w.positions) || w.yieldToPhases(w.now())) && ctx.Err() == nil {
 			w.cond.Wait()
 		}
 		w.mu.Unlock()
@@ -292,6 +340,9 @@ func (w *statusWriter) runPositions(ctx context.Context) {
 		w.mu.Lock()
 		var sw *statusWrite
 		for ctx.Err() == nil {
+			if w.yieldToPhases(w.now()) {
+				break
+			}
 			var ok bool
 			if sw, ok = w.takePosition(); ok || w.next >= len(w.positions) {
 				break
@@ -318,7 +369,7 @@ func (w *statusWriter) write(ctx context.Context, sw *statusWrite, kind string) 
 	if cur, ok := r.lastWritten(sw.job.UID); ok {
 		base = cur
 	}
-	if kind == writePosition && (IsFinished(base) || base.Phase != cvlabv1alpha1.PhaseQueued && base.Phase != "") {
+	if kind == writePosition && base.Phase != sw.want.Phase && base.Phase != "" {
 		return nil // the loop moved the job on
 	}
 	if equality.Semantic.DeepEqual(base, sw.want) {
@@ -329,6 +380,7 @@ func (w *statusWriter) write(ctx context.Context, sw *statusWrite, kind string) 
 		return err
 	}
 	metricStatusWrites.WithLabelValues(kind).Inc()
+	log.FromContext(ctx).V(2).Info("status written", "job", sw.key(), "kind", kind, "from", base.Phase, "to", sw.want.Phase)
 	r.setWritten(sw.job.UID, sw.want)
 	r.recordPhaseEvent(sw.job, base, sw.want)
 	if sw.disruption != "" && r.recorder != nil {
@@ -340,9 +392,29 @@ func (w *statusWriter) write(ctx context.Context, sw *statusWrite, kind string) 
 	return nil
 }
 
-// deferrable tells whether a status change is only a new place in the queue: the job waits
-// before and after, only its position, rank, GPU ordinals and message change.
+// deferrable tells whether a status change is only a new place in the queue, to be written at
+// --status-qps: a job's first status (Queued), or a change of queuePosition, rank, GPU ordinals
+// and messages alone, the job staying in its phase. A running job's rank and GPU ordinals move
+// whenever a job ahead of it or of its owner starts or ends: written at once, those were most of
+// the status writes of a busy queue.
 func deferrable(v *jobView, want *cvlabv1alpha1.CvlabJobStatus) bool {
-	return !v.evicted && want.Phase == cvlabv1alpha1.PhaseQueued &&
-		(v.cur.Phase == cvlabv1alpha1.PhaseQueued || v.cur.Phase == "") && v.cur.Admissions == want.Admissions
+	cur := v.cur
+	switch {
+	case v.evicted:
+		return false
+	case cur.Phase == "" && want.Phase == cvlabv1alpha1.PhaseQueued:
+		return true
+	case cur.Phase != want.Phase || IsFinished(want):
+		return false
+	}
+	n := *want // shallow: only fields of n itself and a new Conditions slice are set below
+	n.QueuePosition, n.Rank, n.UserGPUs, n.Message = cur.QueuePosition, cur.Rank, cur.UserGPUs, cur.Message
+	n.Conditions = slices.Clone(want.Conditions)
+	for i := range n.Conditions {
+		c := &n.Conditions[i]
+		if old := meta.FindStatusCondition(cur.Conditions, c.Type); old != nil && old.Status == c.Status && old.Reason == c.Reason {
+			c.Message = old.Message
+		}
+	}
+	return equality.Semantic.DeepEqual(&n, cur)
 }

@@ -66,6 +66,16 @@ func TestStatusWriterQueue(t *testing.T) {
 			wantPhase:     []string{"s:resumed #4"},
 			wantPositions: []string{"t:t #5"},
 		},
+		"a new position of a held-back admission is held back with it": {
+			decisions: []submission{
+				{phase: []*statusWrite{func() *statusWrite {
+					w := writeOf("a", admitted, "admitted", 0)
+					w.notBefore = time.Date(2026, 11, 29, 9, 0, 1, 0, time.UTC)
+					return w
+				}()}},
+				{positions: []*statusWrite{writeOf("a", admitted, "admitted, rank 3", 0)}},
+			},
+		},
 		"a job being written is skipped until it is done": {
 			decisions: []submission{
 				{phase: []*statusWrite{writeOf("a", running, "a", 0), writeOf("b", running, "b", 0)},
@@ -145,5 +155,82 @@ func TestStatusWriterIntended(t *testing.T) {
 	w.forget(func(uid types.UID) bool { return uid != "c" })
 	if n := w.pendingPhases(); n != 0 {
 		t.Errorf("%d phase writes pending after their job was deleted, want 0", n)
+	}
+}
+
+// TestDeferrable checks which status changes wait for the rate-limited position writer: only a
+// new place in the queue (position, rank, GPU ordinals, messages), never a change of phase or of
+// anything else a user or a tool acts on.
+func TestDeferrable(t *testing.T) {
+	i32 := func(n int32) *int32 { return &n }
+	t0 := metav1.NewTime(time.Date(2026, 11, 29, 9, 0, 0, 0, time.UTC))
+	running := func(rank int32, gpus, msg string) *cvlabv1alpha1.CvlabJobStatus {
+		st := &cvlabv1alpha1.CvlabJobStatus{Phase: cvlabv1alpha1.PhaseRunning, Rank: i32(rank), UserGPUs: gpus, Message: msg, Admissions: 1, PodName: "j-1"}
+		setRunning(st, true, ReasonPodRunning, msg, 1, t0)
+		return st
+	}
+	waiting := func(pos int32, msg string) *cvlabv1alpha1.CvlabJobStatus {
+		st := &cvlabv1alpha1.CvlabJobStatus{Phase: cvlabv1alpha1.PhaseQueued, QueuePosition: i32(pos), Rank: i32(pos + 10), Message: msg}
+		setQueued(st, true, ReasonWaiting, msg, 1, t0)
+		return st
+	}
+	cases := map[string]struct {
+		cur, want *cvlabv1alpha1.CvlabJobStatus
+		evicted   bool
+		deferred  bool
+	}{
+		"first status of a new job":         {cur: &cvlabv1alpha1.CvlabJobStatus{}, want: waiting(7, "7th"), deferred: true},
+		"waiting job moves up":              {cur: waiting(7, "7th"), want: waiting(6, "6th"), deferred: true},
+		"running job's rank and GPU change": {cur: running(40, "2", "on GPU #2"), want: running(12, "1", "on GPU #1"), deferred: true},
+		"waiting job starts":                {cur: waiting(1, "next"), want: running(3, "1", "on GPU #1")},
+		"running job ends": {cur: running(3, "1", "x"), want: func() *cvlabv1alpha1.CvlabJobStatus {
+			st := running(3, "1", "x")
+			st.Phase = cvlabv1alpha1.PhaseSucceeded
+			return st
+		}()},
+		"waiting job evicted back to the queue": {cur: waiting(4, "4th"), want: waiting(3, "3rd"), evicted: true},
+		"condition turns": {cur: running(3, "1", "x"), want: func() *cvlabv1alpha1.CvlabJobStatus {
+			st := running(3, "1", "x")
+			setRunning(st, false, ReasonPodPending, "x", 1, t0)
+			return st
+		}()},
+		"admission count changes": {cur: running(3, "1", "x"), want: func() *cvlabv1alpha1.CvlabJobStatus {
+			st := running(3, "1", "x")
+			st.Admissions = 2
+			return st
+		}()},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			v := &jobView{cur: tc.cur, evicted: tc.evicted}
+			if got := deferrable(v, tc.want); got != tc.deferred {
+				t.Errorf("deferrable = %v, want %v", got, tc.deferred)
+			}
+		})
+	}
+}
+
+// TestStatusWriterPositionBehindWrite checks that a new position of a job whose phase change is
+// being written waits for it as a rate-limited position write, not as a second phase write.
+func TestStatusWriterPositionBehindWrite(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 29, 9, 0, 0, 0, time.UTC))
+	w := newStatusWriter(&QueueReconciler{opts: Options{Clock: clk}}, 100)
+	w.submit([]*statusWrite{writeOf("a", cvlabv1alpha1.PhaseAdmitted, "admitted", 0)}, nil)
+	if _, ok := w.takePhase(clk.Now()); !ok {
+		t.Fatal("the admission was not taken")
+	}
+	w.submit(nil, []*statusWrite{writeOf("a", cvlabv1alpha1.PhaseAdmitted, "admitted, rank 3", 0)})
+	if sw, ok := w.takePosition(); ok {
+		t.Errorf("position write %q taken while the job's phase write is under way", sw.want.Message)
+	}
+	w.mu.Lock()
+	delete(w.phase, "a") // the phase write landed
+	delete(w.busy, "a")
+	w.mu.Unlock()
+	if sw, ok := w.takePhase(clk.Now()); ok {
+		t.Errorf("a second phase write %q was queued", sw.want.Message)
+	}
+	if sw, ok := w.takePosition(); !ok || sw.want.Message != "admitted, rank 3" {
+		t.Errorf("takePosition = %v, %v; want the new rank", sw, ok)
 	}
 }

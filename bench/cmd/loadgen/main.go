@@ -83,7 +83,11 @@ func main() {
 			fatal(err)
 		}
 		fmt.Fprintf(os.Stderr, "wrote %s\n", p)
-		_ = os.RemoveAll(dir)
+		if os.Getenv("BENCH_KEEP") == "" {
+			_ = os.RemoveAll(dir)
+		} else {
+			fmt.Fprintf(os.Stderr, "kept %s (BENCH_KEEP)\n", dir)
+		}
 		results = append(results, r)
 	}
 	harness.PrintTable(os.Stdout, results)
