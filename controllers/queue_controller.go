@@ -408,9 +408,6 @@ func (r *QueueReconciler) apply(ctx context.Context, obs *observation, d queue.D
 			r.shown[v.job.UID] = want
 			continue
 		}
-		if want.Phase == cvlabv1alpha1.PhaseAdmitted && v.cur.Phase != cvlabv1alpha1.PhaseAdmitted {
-			w.notBefore = now.Add(admittedWriteDelay) // see admittedWriteDelay
-		}
 		phase = append(phase, w)
 	}
 	r.writer.submit(phase, positions)

@@ -31,11 +31,6 @@ const (
 	phaseWriters = 32
 	// maxWriteRetry bounds the wait before a failed phase write is tried again.
 	maxWriteRetry = 30 * time.Second
-	// admittedWriteDelay holds back the write of a job's admission (phase Admitted) this long:
-	// when its pod starts meanwhile, as most do on a warm node, one write (Running) and one event
-	// (Started) say both, instead of two of each. The pod itself exists at once, and the
-	// dashboard shows the admission at once.
-	admittedWriteDelay = time.Second
 )
 
 // Kinds of status writes, as counted by cvlab_status_writes_total.
@@ -134,7 +129,7 @@ func (w *statusWriter) submit(phase, positions []*statusWrite) {
 	// what was written. Behind a write under way it stays a position write.
 	positions = slices.DeleteFunc(positions, func(p *statusWrite) bool {
 		if old, ok := w.phase[p.job.UID]; ok && !w.busy[p.job.UID] {
-			p.notBefore = old.notBefore // a held-back admission stays held back
+			p.notBefore = old.notBefore // a failed write keeps its wait before the retry
 			phase = append(phase, p)
 			return true
 		}

@@ -66,7 +66,7 @@ func TestStatusWriterQueue(t *testing.T) {
 			wantPhase:     []string{"s:resumed #4"},
 			wantPositions: []string{"t:t #5"},
 		},
-		"a new position of a held-back admission is held back with it": {
+		"a new position of a job whose failed phase write waits for its retry waits with it": {
 			decisions: []submission{
 				{phase: []*statusWrite{func() *statusWrite {
 					w := writeOf("a", admitted, "admitted", 0)
