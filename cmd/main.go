@@ -21,6 +21,7 @@ import (
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/controllers"
 	"github.com/epfl-cvlab/cvlab-queue/internal/dashboard"
+	"github.com/epfl-cvlab/cvlab-queue/internal/memlimit"
 	"github.com/epfl-cvlab/cvlab-queue/internal/notify"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
 	"github.com/epfl-cvlab/cvlab-queue/internal/validation"
@@ -29,6 +30,7 @@ import (
 // config is what the flags set.
 type config struct {
 	metricsAddr, probeAddr string
+	pprofAddr              string
 	metricsSecure          bool
 	adminGroups            string
 	dashboardAddr          string
@@ -55,6 +57,7 @@ func main() {
 		"Comma-separated groups whose members may submit, change and delete anyone's CvlabJobs and run GPU pods outside the queue; written into the admission policies' params (ConfigMap "+
 			validation.ParamsName+", key "+validation.KeyAdminGroups+"; docs/security.md). Empty: no admin group.")
 	flag.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables it.")
+	flag.StringVar(&c.pprofAddr, "pprof-bind-address", "0", "Address of Go's profiling endpoints (/debug/pprof/), for measuring the manager (docs/performance.md); 0 disables them. Bind it to localhost: they are not authenticated.")
 	flag.StringVar(&c.dashboardAddr, "dashboard-bind-address", dashboard.DefaultAddress,
 		"Address of the read-only queue dashboard (HTML page and JSON API under /api/v1/); served by every replica; 0 disables it.")
 	flag.BoolVar(&c.leaderElect, "leader-elect", false, "Elect a leader, so that only one manager runs the queue at a time.")
@@ -78,6 +81,9 @@ func main() {
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	if soft := memlimit.Set("/sys/fs/cgroup"); soft > 0 {
+		ctrl.Log.WithName("setup").Info("Go memory limit set from the container's", "softLimitMiB", soft>>20, "fraction", memlimit.Fraction)
+	}
 
 	if err := run(c); err != nil {
 		ctrl.Log.WithName("setup").Error(err, "manager stopped")
@@ -124,6 +130,7 @@ func run(c config) error {
 		Scheme:                 scheme,
 		Metrics:                metrics,
 		HealthProbeBindAddress: c.probeAddr,
+		PprofBindAddress:       c.pprofAddr,
 		LeaderElection:         c.leaderElect,
 		LeaderElectionID:       "cvlab-queue.cvlab.epfl.ch",
 		// Lease settings from the flags; a graceful stop (SIGTERM) hands the lease over at once

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -399,7 +398,7 @@ func (r *QueueReconciler) apply(ctx context.Context, obs *observation, d queue.D
 		}
 		e := entries[v.key()]
 		want := r.desiredStatus(v, e, obs.cluster, now)
-		if equality.Semantic.DeepEqual(v.cur, want) {
+		if statusEqual(v.cur, want) {
 			continue
 		}
 		w := &statusWrite{job: v.job, cur: r.baseStatus(v), want: want, order: writeOrder(v, want, e), invalid: v.invalid, disruption: v.disruption}

@@ -93,3 +93,32 @@ func setFinished(st *cvlabv1alpha1.CvlabJobStatus, reason, msg string, gen int64
 func IsFinished(st *cvlabv1alpha1.CvlabJobStatus) bool {
 	return st.Phase == cvlabv1alpha1.PhaseSucceeded || st.Phase == cvlabv1alpha1.PhaseFailed
 }
+
+// statusEqual tells whether two statuses are the same, as equality.Semantic.DeepEqual would, for
+// a fraction of its cost: a decision compares every job's status with what it should be, and
+// reflection was a third of a decision's CPU at 5,000 jobs. TestStatusEqual fails when a field is
+// added to CvlabJobStatus or metav1.Condition and not compared here.
+func statusEqual(a, b *cvlabv1alpha1.CvlabJobStatus) bool {
+	if a == b {
+		return true
+	}
+	if a.Phase != b.Phase || !int32PtrEqual(a.QueuePosition, b.QueuePosition) || !int32PtrEqual(a.Rank, b.Rank) ||
+		a.UserGPUs != b.UserGPUs || a.PodName != b.PodName || a.Admissions != b.Admissions ||
+		a.Preemptions != b.Preemptions || !a.AdmittedAt.Equal(b.AdmittedAt) || !a.StartTime.Equal(b.StartTime) ||
+		!a.CompletionTime.Equal(b.CompletionTime) || a.Message != b.Message ||
+		a.ObservedGeneration != b.ObservedGeneration || len(a.Conditions) != len(b.Conditions) {
+		return false
+	}
+	for i := range a.Conditions {
+		x, y := &a.Conditions[i], &b.Conditions[i]
+		if x.Type != y.Type || x.Status != y.Status || x.Reason != y.Reason || x.Message != y.Message ||
+			x.ObservedGeneration != y.ObservedGeneration || !x.LastTransitionTime.Equal(&y.LastTransitionTime) {
+			return false
+		}
+	}
+	return true
+}
+
+func int32PtrEqual(a, b *int32) bool {
+	return a == nil && b == nil || a != nil && b != nil && *a == *b
+}

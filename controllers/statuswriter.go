@@ -8,7 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/flowcontrol"
@@ -367,7 +366,7 @@ func (w *statusWriter) write(ctx context.Context, sw *statusWrite, kind string) 
 	if kind == writePosition && base.Phase != sw.want.Phase && base.Phase != "" {
 		return nil // the loop moved the job on
 	}
-	if equality.Semantic.DeepEqual(base, sw.want) {
+	if statusEqual(base, sw.want) {
 		return nil // written already
 	}
 	if err := r.patchStatus(ctx, sw.job, sw.invalid, base, sw.want); err != nil {
@@ -411,5 +410,5 @@ func deferrable(v *jobView, want *cvlabv1alpha1.CvlabJobStatus) bool {
 			c.Message = old.Message
 		}
 	}
-	return equality.Semantic.DeepEqual(&n, cur)
+	return statusEqual(&n, cur)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -175,8 +176,8 @@ func RunCvlab(ctx context.Context, o Options) (*Result, error) {
 		"--preemption=Never", "--max-head-wait=-1s",
 	}
 	args = append(args, o.ManagerArgs...)
-	res.Flags = args[1:]
-	mgr, err := StartProcess(o.ManagerPath, args, filepath.Join(o.Dir, "manager.log"))
+	res.Flags = append(slices.Clone(o.ManagerEnv), args[1:]...)
+	mgr, err := StartProcess(o.ManagerPath, args, filepath.Join(o.Dir, "manager.log"), o.ManagerEnv...)
 	if err != nil {
 		return nil, err
 	}

@@ -26,9 +26,11 @@ type Options struct {
 	Timeout time.Duration
 	// Dir holds the run's files (kubeconfig, logs).
 	Dir string
-	// ManagerPath is the cvlab-queue manager binary; ManagerArgs are extra flags.
+	// ManagerPath is the cvlab-queue manager binary; ManagerArgs are extra flags, ManagerEnv
+	// extra environment variables (NAME=value, such as GOMEMLIMIT), recorded with the flags.
 	ManagerPath string
 	ManagerArgs []string
+	ManagerEnv  []string
 	// KueuePath is Kueue's manager binary, KueueCRDs its CRD directory, KueueQPS its client QPS
 	// (burst twice that).
 	KueuePath, KueueCRDs string

@@ -33,6 +33,7 @@ func main() {
 		out      = flag.String("out", "bench/out", "directory of the JSON results")
 		manager  = flag.String("manager", "bin/bench/manager", "the cvlab-queue manager binary")
 		mgrArgs  = flag.String("manager-args", "", "extra flags of the manager, space-separated")
+		mgrEnv   = flag.String("manager-env", "", "extra environment of the manager, space-separated NAME=value (e.g. GOMEMLIMIT=128MiB, as a container's memory limit sets it)")
 		kueue    = flag.String("kueue", "", "Kueue's manager binary (hack/build-kueue.sh)")
 		crds     = flag.String("kueue-crds", "", "Kueue's CRD directory (config/components/crd/bases in its module)")
 		kueueQPS = flag.Int("kueue-qps", 50, "Kueue's client QPS (burst twice that); comma-separated for several runs")
@@ -61,7 +62,7 @@ func main() {
 		o := harness.Options{
 			Mix: harness.Mix{Jobs: n, Users: *users, Seed: *seed}, Nodes: *nodes, GPUsPerNode: *gpus,
 			RuntimeMin: *minRun, RuntimeMax: *maxRun, Probes: *probes, Timeout: *timeout, Dir: dir,
-			ManagerPath: abs(*manager), ManagerArgs: strings.Fields(*mgrArgs),
+			ManagerPath: abs(*manager), ManagerArgs: strings.Fields(*mgrArgs), ManagerEnv: strings.Fields(*mgrEnv),
 			KueuePath: abs(*kueue), KueueCRDs: *crds, KueueQPS: *kueueQPS,
 			Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+f+"\n", a...) },
 		}
