@@ -55,7 +55,7 @@ func (r *QueueReconciler) evict(ctx context.Context, obs *observation, evictions
 			want.Preemptions++
 			setPreempted(want, true, ReasonPreempted, ev.message, v.job.Generation, t)
 		}
-		setReady(want, v.job.Generation, t)
+		setReady(want, ev.message, v.job.Generation, t)
 		r.writer.claim(v.job.UID)
 		err := r.patchStatus(ctx, v.job, v.invalid, r.baseStatus(v), want)
 		r.writer.release(v.job.UID)
@@ -162,6 +162,8 @@ func (r *QueueReconciler) desiredStatus(v *jobView, e *queue.Entry, cluster clus
 	}
 	st := v.cur.DeepCopy()
 	gen := v.job.Generation
+	// condMsg is the message of the conditions that describe the phase, when it is not st.Message.
+	var condMsg string
 	t := metav1.NewTime(now)
 	st.ObservedGeneration = gen
 	st.QueuePosition, st.Rank, st.UserGPUs = nil, nil, ""
@@ -235,9 +237,12 @@ func (r *QueueReconciler) desiredStatus(v *jobView, e *queue.Entry, cluster clus
 			st.StartTime = &t
 		}
 		st.Message = runningMessage(v, e)
-		setQueued(st, false, ReasonAdmitted, st.Message, gen, t)
+		// The conditions leave out the user's GPU ordinals, which move when their other jobs start
+		// or end (see waitingCondition).
+		condMsg = runningMessage(v, nil)
+		setQueued(st, false, ReasonAdmitted, condMsg, gen, t)
 		setAdmitted(st, true, ReasonPodCreated, fmt.Sprintf("pod %s created", v.live.Name), gen, t)
-		setRunning(st, true, ReasonPodRunning, st.Message, gen, t)
+		setRunning(st, true, ReasonPodRunning, condMsg, gen, t)
 
 	case cvlabv1alpha1.PhaseQueued:
 		st.Phase = v.phase
@@ -256,11 +261,18 @@ func (r *QueueReconciler) desiredStatus(v *jobView, e *queue.Entry, cluster clus
 		default:
 			st.Message = "waiting to be admitted"
 		}
-		setQueued(st, true, ReasonWaiting, st.Message, gen, t)
-		setAdmitted(st, false, ReasonWaiting, st.Message, gen, t)
-		setRunning(st, false, ReasonWaiting, st.Message, gen, t)
+		condMsg = waitingCondition
+		if v.startErr != nil {
+			condMsg = st.Message
+		}
+		setQueued(st, true, ReasonWaiting, condMsg, gen, t)
+		setAdmitted(st, false, ReasonWaiting, condMsg, gen, t)
+		setRunning(st, false, ReasonWaiting, condMsg, gen, t)
 	}
-	setReady(st, gen, t)
+	if condMsg == "" {
+		condMsg = st.Message
+	}
+	setReady(st, condMsg, gen, t)
 	return st
 }
 

@@ -46,11 +46,18 @@ func setCondition(st *cvlabv1alpha1.CvlabJobStatus, typ string, on bool, reason,
 	})
 }
 
-// setReady summarises the job for health checks (kstatus, Argo CD, Flux): the reason is the phase.
-func setReady(st *cvlabv1alpha1.CvlabJobStatus, gen int64, now metav1.Time) {
+// setReady summarises the job for health checks (kstatus, Argo CD, Flux): the reason is the phase,
+// the message msg.
+func setReady(st *cvlabv1alpha1.CvlabJobStatus, msg string, gen int64, now metav1.Time) {
 	on := st.Phase == cvlabv1alpha1.PhaseRunning || st.Phase == cvlabv1alpha1.PhaseSucceeded
-	setCondition(st, cvlabv1alpha1.ConditionReady, on, string(st.Phase), st.Message, gen, now)
+	setCondition(st, cvlabv1alpha1.ConditionReady, on, string(st.Phase), msg, gen, now)
 }
+
+// waitingCondition is the message of a waiting job's conditions. Its place in the queue and why
+// it waits are in status.queuePosition and status.message only: they change whenever a job ahead
+// starts, and a JSON merge patch rewrites the whole conditions list when one message in it
+// changes, so position updates would cost the API server several times as much.
+const waitingCondition = "waiting in the queue: its place is status.queuePosition, why it waits status.message"
 
 // setQueued records whether the job waits for its turn.
 func setQueued(st *cvlabv1alpha1.CvlabJobStatus, on bool, reason, msg string, gen int64, now metav1.Time) {

@@ -7,7 +7,7 @@
 # runs each once at a tiny size.
 
 BENCH_OUT ?= $(CURDIR)/bench/out
-BENCH_JOBS ?= 1000,5000,20000
+BENCH_JOBS ?= 1000,2000,5000,10000,20000
 BENCH_KUEUE_JOBS ?= 5000
 BENCH_KUEUE_QPS ?= 50 1000
 # The manager's client and the position writer sized for 5,000+ waiting jobs (see docs/performance.md).
