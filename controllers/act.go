@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/internal/cluster"
 	"github.com/epfl-cvlab/cvlab-queue/internal/notify"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
@@ -65,8 +66,25 @@ func (r *QueueReconciler) evict(ctx context.Context, obs *observation, evictions
 		}
 		v.evicted = true
 		r.setWritten(v.job.UID, want)
-		if err := r.deleteSeen(ctx, pod); apierrors.IsConflict(err) {
-			continue // the pod changed (it may have ended): the next decision finishes or voids the eviction
+		err = r.deleteSeen(ctx, pod)
+		if apierrors.IsConflict(err) {
+			// The pod changed since the cache showed it (a lagging cache, or it started, ended or
+			// was deleted): judge it as it is now. A pod that ended is left alone (the next
+			// decision voids the eviction); one still running is stopped, and one gone counts as
+			// stopped: the owner is told either way, as planned.
+			var fresh corev1.Pod
+			switch gerr := r.apiReader.Get(ctx, client.ObjectKeyFromObject(pod), &fresh); {
+			case apierrors.IsNotFound(gerr) || gerr == nil && fresh.UID != pod.UID:
+				err = nil // gone meanwhile: the eviction is done
+			case gerr != nil || cluster.PodFinished(&fresh):
+				continue
+			default:
+				pod = &fresh
+				err = r.deleteSeen(ctx, pod)
+			}
+		}
+		if apierrors.IsConflict(err) {
+			continue // it changed again: the next decision finishes or voids the eviction
 		} else if err != nil {
 			errs = append(errs, err)
 			continue
