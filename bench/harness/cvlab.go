@@ -261,39 +261,11 @@ func RunCvlab(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	createdBefore, _ := tl.createdCount()
-	tl.startMatching()
-	drainStart := time.Now()
-	kub.Release(ctx)
 	total := len(specs) + arrivals
-	if err := waitFor(ctx, o.Timeout+time.Duration(total)*20*time.Millisecond, func() bool {
-		n, _ := tl.createdCount()
-		return n >= total && kub.done.Load() >= int64(total)
-	}); err != nil {
-		n, _ := tl.createdCount()
-		return nil, fmt.Errorf("drain: %d of %d pods created, %d done", n, total, kub.done.Load())
-	}
-	after, err := measurePoint(ctx, scr, cp, mgr.PID(), counter)
-	if err != nil {
+	if err := drain(ctx, res, drainRun{tl: tl, kub: kub, total: total, wait: o.Timeout + time.Duration(total)*20*time.Millisecond,
+		scr: scr, cp: cp, pid: mgr.PID(), counter: counter, before: before, rss: rss, classify: cvlabClassify}); err != nil {
 		return nil, err
 	}
-	n, last := tl.createdCount()
-	res.DrainAdmissions = n - createdBefore
-	res.DrainSeconds = last.Sub(drainStart).Seconds()
-	if res.DrainSeconds > 0 {
-		res.AdmissionsPerSecond = float64(res.DrainAdmissions) / res.DrainSeconds
-	}
-	tl.mu.Lock()
-	res.FreeToNextSamples = len(tl.FreeToNext)
-	res.FreeToNextP50ms = percentile(tl.FreeToNext, 0.50)
-	res.FreeToNextP99ms = percentile(tl.FreeToNext, 0.99)
-	res.FreeToNextMaxms = percentile(tl.FreeToNext, 1)
-	tl.mu.Unlock()
-	finishPoint(res, before, after, res.DrainAdmissions, time.Since(drainStart).Seconds(), cvlabClassify)
-	res.PeakRSSMiB = max(after.proc.PeakRSSMiB, rss.Stop())
-	res.CPUSeconds = after.proc.CPUSeconds
-	res.DriverErrors, res.DriverLastError = kub.Errors()
-	res.Machine.LoadEnd = LoadAvg()
 	o.logf("cvlab %d: drained %d admissions in %.1fs: %.1f/s", o.Jobs, res.DrainAdmissions, res.DrainSeconds, res.AdmissionsPerSecond)
 	return res, nil
 }

@@ -199,39 +199,10 @@ func RunKueue(ctx context.Context, o Options) (*Result, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("scraping Kueue's metrics: %w", err)
 	}
-	createdBefore, _ := tl.createdCount()
-	tl.startMatching()
-	drainStart := time.Now()
-	kub.Release(ctx)
-	total := len(specs)
-	if err := waitFor(ctx, o.Timeout+time.Duration(total)*100*time.Millisecond, func() bool {
-		n, _ := tl.createdCount()
-		return n >= total && kub.done.Load() >= int64(total)
-	}); err != nil {
-		n, _ := tl.createdCount()
-		return nil, fmt.Errorf("drain: %d of %d admitted, %d done", n, total, kub.done.Load())
-	}
-	after, err := measurePoint(ctx, scr, cp, proc.PID(), counter)
-	if err != nil {
+	if err := drain(ctx, res, drainRun{tl: tl, kub: kub, total: len(specs), wait: o.Timeout + time.Duration(len(specs))*100*time.Millisecond,
+		scr: scr, cp: cp, pid: proc.PID(), counter: counter, before: before, rss: rss, classify: kueueClassify}); err != nil {
 		return nil, err
 	}
-	n, last := tl.createdCount()
-	res.DrainAdmissions = n - createdBefore
-	res.DrainSeconds = last.Sub(drainStart).Seconds()
-	if res.DrainSeconds > 0 {
-		res.AdmissionsPerSecond = float64(res.DrainAdmissions) / res.DrainSeconds
-	}
-	tl.mu.Lock()
-	res.FreeToNextSamples = len(tl.FreeToNext)
-	res.FreeToNextP50ms = percentile(tl.FreeToNext, 0.50)
-	res.FreeToNextP99ms = percentile(tl.FreeToNext, 0.99)
-	res.FreeToNextMaxms = percentile(tl.FreeToNext, 1)
-	tl.mu.Unlock()
-	finishPoint(res, before, after, res.DrainAdmissions, time.Since(drainStart).Seconds(), kueueClassify)
-	res.PeakRSSMiB = max(after.proc.PeakRSSMiB, rss.Stop())
-	res.CPUSeconds = after.proc.CPUSeconds
-	res.DriverErrors, res.DriverLastError = kub.Errors()
-	res.Machine.LoadEnd = LoadAvg()
 	res.Notes = append(res.Notes, "admission = Kueue unsuspends the Job (seen by the driver's watch); the driver, playing the Job "+
 		"controller, then creates its pod bound to a node with room (Kueue's quota is not placement: a pod may wait for a node)")
 	o.logf("kueue %d: drained %d admissions in %.1fs: %.1f/s", o.Jobs, res.DrainAdmissions, res.DrainSeconds, res.AdmissionsPerSecond)

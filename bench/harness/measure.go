@@ -3,7 +3,9 @@ package harness
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 )
@@ -161,4 +163,59 @@ func finishPoint(res *Result, before, after point, admissions int, seconds float
 		res.Decisions = int(n)
 		res.DecisionMeanMs = (after.decisionSeconds - before.decisionSeconds) * 1000 / n
 	}
+}
+
+// drainRun is what drain needs of a run: the driver, the system's process and counters, and
+// the point measured before the drain.
+type drainRun struct {
+	tl  *Timeline
+	kub *Kubelet
+	// total pods must be created and run within wait.
+	total    int
+	wait     time.Duration
+	scr      *Scraper
+	cp       *ControlPlane
+	pid      int
+	counter  *RequestCounter
+	before   point
+	rss      *Sampler
+	classify func(verb, res, sub string) kind
+}
+
+// drain releases the held pods, waits until every pod was created and ran, and fills res with
+// the drain's figures: admissions/s, free → next, requests, CPU and memory.
+func drain(ctx context.Context, res *Result, d drainRun) error {
+	createdBefore, _ := d.tl.createdCount()
+	d.tl.startMatching()
+	drainStart := time.Now()
+	d.kub.Release(ctx)
+	if err := waitFor(ctx, d.wait, func() bool {
+		n, _ := d.tl.createdCount()
+		return n >= d.total && d.kub.done.Load() >= int64(d.total)
+	}); err != nil {
+		n, _ := d.tl.createdCount()
+		return fmt.Errorf("drain: %d of %d pods created, %d done", n, d.total, d.kub.done.Load())
+	}
+	after, err := measurePoint(ctx, d.scr, d.cp, d.pid, d.counter)
+	if err != nil {
+		return err
+	}
+	n, last := d.tl.createdCount()
+	res.DrainAdmissions = n - createdBefore
+	res.DrainSeconds = last.Sub(drainStart).Seconds()
+	if res.DrainSeconds > 0 {
+		res.AdmissionsPerSecond = float64(res.DrainAdmissions) / res.DrainSeconds
+	}
+	d.tl.mu.Lock()
+	res.FreeToNextSamples = len(d.tl.FreeToNext)
+	res.FreeToNextP50ms = percentile(d.tl.FreeToNext, 0.50)
+	res.FreeToNextP99ms = percentile(d.tl.FreeToNext, 0.99)
+	res.FreeToNextMaxms = percentile(d.tl.FreeToNext, 1)
+	d.tl.mu.Unlock()
+	finishPoint(res, d.before, after, res.DrainAdmissions, time.Since(drainStart).Seconds(), d.classify)
+	res.PeakRSSMiB = max(after.proc.PeakRSSMiB, d.rss.Stop())
+	res.CPUSeconds = after.proc.CPUSeconds
+	res.DriverErrors, res.DriverLastError = d.kub.Errors()
+	res.Machine.LoadEnd = LoadAvg()
+	return nil
 }
