@@ -116,7 +116,10 @@ var _ = Describe("Prometheus metrics", func() {
 				value(before, "cvlab_preemptions_total", map[string]string{"reason": "FirstGPU"})).To(Equal(1.0))
 			g.Expect(value(after, "cvlab_job_wait_seconds", nil) - value(before, "cvlab_job_wait_seconds", nil)).To(Equal(2.0))
 			g.Expect(value(after, "cvlab_decision_duration_seconds", nil)).To(BeNumerically(">", value(before, "cvlab_decision_duration_seconds", nil)))
-			for _, name := range []string{"cvlab_gpu_capacity", "cvlab_jobs", "cvlab_job_wait_seconds", "cvlab_decision_duration_seconds"} {
+			// bob-1 and bob-2 admitted and started, bob-2 evicted, carol-1 admitted: phase writes.
+			g.Expect(value(after, "cvlab_status_writes_total", map[string]string{"kind": "phase"}) -
+				value(before, "cvlab_status_writes_total", map[string]string{"kind": "phase"})).To(BeNumerically(">=", 3))
+			for _, name := range []string{"cvlab_gpu_capacity", "cvlab_jobs", "cvlab_job_wait_seconds", "cvlab_decision_duration_seconds", "cvlab_status_writes_total"} {
 				g.Expect(after[name].GetHelp()).NotTo(BeEmpty(), name)
 			}
 		}, timeout).Should(Succeed())
