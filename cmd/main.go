@@ -7,7 +7,6 @@ import (
 	"os"
 	"time"
 
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -23,6 +22,7 @@ import (
 	"github.com/epfl-cvlab/cvlab-queue/internal/dashboard"
 	"github.com/epfl-cvlab/cvlab-queue/internal/memlimit"
 	"github.com/epfl-cvlab/cvlab-queue/internal/notify"
+	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
 	"github.com/epfl-cvlab/cvlab-queue/internal/validation"
 )
@@ -62,16 +62,16 @@ func main() {
 		"Address of the read-only queue dashboard (HTML page and JSON API under /api/v1/); served by every replica; 0 disables it.")
 	flag.BoolVar(&c.leaderElect, "leader-elect", false, "Elect a leader, so that only one manager runs the queue at a time.")
 	c.leaderElection.bind(flag.CommandLine)
-	flag.IntVar(&c.gpuCapacity, "gpu-capacity", -1,
+	flag.IntVar(&c.gpuCapacity, "gpu-capacity", observe.DefaultGPUCapacity,
 		"Most GPUs the queue hands out (the lab's share of a bigger cluster). Without it, the nvidia.com/gpu allocatable of Ready nodes; without GPU nodes, the size of the pool.")
 	flag.StringVar(&c.gpuNodeSelector, "gpu-node-selector", "", "Label selector of the nodes whose GPUs the queue hands out (default: all nodes), e.g. cvlab.epfl.ch/gpu=true.")
-	flag.DurationVar(&c.maxHeadWait, "max-head-wait", 30*time.Minute,
+	flag.DurationVar(&c.maxHeadWait, "max-head-wait", observe.DefaultMaxHeadWait,
 		"How long the first waiting job may be passed by smaller jobs behind it before it holds them back; a negative value never holds them.")
-	flag.DurationVar(&c.unschedulableTimeout, "unschedulable-timeout", 5*time.Minute,
+	flag.DurationVar(&c.unschedulableTimeout, "unschedulable-timeout", observe.DefaultUnschedulableTimeout,
 		"How long an admitted pod may stay unschedulable before it is deleted and its job requeued with backoff.")
-	flag.StringVar(&c.preemption, "preemption", "FirstGPU",
+	flag.StringVar(&c.preemption, "preemption", observe.DefaultPreemption.String(),
 		"Which waiting jobs may evict running jobs ranked below them: FirstGPU (jobs on their user's 1st GPU, the lab's rule), Rank (any), Never.")
-	flag.DurationVar(&c.minRuntime, "min-runtime", 10*time.Minute, "Jobs running for less than this are never evicted.")
+	flag.DurationVar(&c.minRuntime, "min-runtime", observe.DefaultMinRuntime, "Jobs running for less than this are never evicted.")
 	flag.StringVar(&c.notifyWebhook, "notify-webhook", "", "URL that receives a JSON POST (Slack-compatible `text` plus structured fields) for each preemption.")
 	flag.Float64Var(&c.qps, "kube-api-qps", 200, "Queries per second to the API server (client-side rate limit).")
 	flag.IntVar(&c.burst, "kube-api-burst", 400, "Burst of queries to the API server (client-side rate limit).")
@@ -97,7 +97,7 @@ func run(c config) error {
 	if err != nil {
 		return err
 	}
-	selector, err := labels.Parse(c.gpuNodeSelector)
+	selector, err := observe.ParseNodeSelector(c.gpuNodeSelector)
 	if err != nil {
 		return fmt.Errorf("--gpu-node-selector: %w", err)
 	}
@@ -154,6 +154,7 @@ func run(c config) error {
 		MinRuntime:           c.minRuntime,
 		StatusQPS:            c.statusQPS,
 		Clock:                clock.RealClock{},
+		PublishNamespace:     validation.OperatorNamespace(),
 	}
 	if c.notifyWebhook != "" {
 		w := notify.NewWebhook(c.notifyWebhook, ctrl.Log.WithName("notify"))

@@ -17,55 +17,56 @@ import (
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/internal/cluster"
 	"github.com/epfl-cvlab/cvlab-queue/internal/notify"
+	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
 )
 
 // preemptionEvictions turns one preemption into evictions of its victims, and reserves the node
 // for the preemptor until it starts.
-func (r *QueueReconciler) preemptionEvictions(obs *observation, pr queue.Preemption, entries map[string]*queue.Entry, now time.Time) []eviction {
-	p, pe := obs.byKey[pr.Preemptor], entries[pr.Preemptor]
-	var out []eviction
+func preemptionEvictions(obs *observe.Observation, pr queue.Preemption, entries map[string]*queue.Entry) []observe.Eviction {
+	p, pe := obs.ByKey[pr.Preemptor], entries[pr.Preemptor]
+	var out []observe.Eviction
 	for _, k := range pr.Victims {
-		v, ve := obs.byKey[k], entries[k]
-		if v == nil || v.live == nil || ve == nil {
+		v, ve := obs.ByKey[k], entries[k]
+		if v == nil || v.Live == nil || ve == nil {
 			continue
 		}
 		msg := fmt.Sprintf("evicted for %s, %s's %s outrank%s your %s; back in the queue",
-			pr.Preemptor, p.job.Spec.User, gpuOrdinals(pe.FirstGPU, pe.LastGPU), plural(pe.FirstGPU == pe.LastGPU), gpuOrdinals(ve.FirstGPU, ve.LastGPU))
-		out = append(out, eviction{view: v, reason: ReasonPreempted, message: msg, preemptor: p, node: pr.Node})
+			pr.Preemptor, p.Job.Spec.User, gpuOrdinals(pe.FirstGPU, pe.LastGPU), plural(pe.FirstGPU == pe.LastGPU), gpuOrdinals(ve.FirstGPU, ve.LastGPU))
+		out = append(out, observe.Eviction{View: v, Reason: cvlabv1alpha1.EventPreempted, Message: msg, Preemptor: p, Node: pr.Node})
 	}
 	return out
 }
 
 // evict writes each evicted job's status (back to Queued, and why), then deletes its pod with
 // the pod's grace period, and tells the owner: an event, the Preempted condition, the webhook.
-func (r *QueueReconciler) evict(ctx context.Context, obs *observation, evictions []eviction, entries map[string]*queue.Entry, now time.Time) []error {
+func (r *QueueReconciler) evict(ctx context.Context, obs *observe.Observation, evictions []observe.Eviction, entries map[string]*queue.Entry, now time.Time) []error {
 	var errs []error
 	for _, ev := range evictions {
-		v := ev.view
-		pod := v.live
-		v.phase = cvlabv1alpha1.PhaseQueued
-		want := r.desiredStatus(v, entries[v.key()], obs.cluster, now)
-		if want == v.cur {
+		v := ev.View
+		pod := v.Live
+		v.Phase = cvlabv1alpha1.PhaseQueued
+		want := desiredStatus(v, entries[v.Key()], obs.Cluster, r.ledger.Backoff[v.Job.UID].Until, now)
+		if want == v.Cur {
 			want = want.DeepCopy() // v.cur may be the cache's own
 		}
-		want.Message = ev.message
+		want.Message = ev.Message
 		t := metav1.NewTime(now)
-		if ev.reason == ReasonPreempted {
+		if ev.Reason == cvlabv1alpha1.EventPreempted {
 			want.Preemptions++
-			setPreempted(want, true, ReasonPreempted, ev.message, v.job.Generation, t)
+			setPreempted(want, true, cvlabv1alpha1.ReasonPreempted, ev.Message, v.Job.Generation, t)
 		}
-		setReady(want, ev.message, v.job.Generation, t)
-		r.writer.claim(v.job.UID)
-		err := r.patchStatus(ctx, v.job, v.invalid, r.baseStatus(v), want)
-		r.writer.release(v.job.UID)
+		setReady(want, ev.Message, v.Job.Generation, t)
+		r.writer.claim(v.Job.UID)
+		err := r.writer.patch(ctx, v.Job, v.Invalid, r.writer.base(v.Job), want)
+		r.writer.release(v.Job.UID)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		v.evicted = true
-		r.setWritten(v.job.UID, want)
+		v.Evicted = true
+		r.writer.setWritten(v.Job.UID, want)
 		err = r.deleteSeen(ctx, pod)
 		if apierrors.IsConflict(err) {
 			// The pod changed since the cache showed it (a lagging cache, or it started, ended or
@@ -89,37 +90,33 @@ func (r *QueueReconciler) evict(ctx context.Context, obs *observation, evictions
 			errs = append(errs, err)
 			continue
 		}
-		r.evicted[v.job.UID] = pod.Name
-		if ev.reason == ReasonPreempted {
-			policy := "FirstGPU"
-			if r.opts.Preemption == queue.PreemptRank {
-				policy = "Rank"
-			}
-			metricPreemptions.WithLabelValues(policy).Inc()
-			r.notePreemption(queueview.Preemption{Time: now, Preemptor: ev.preemptor.key(), PreemptorUser: ev.preemptor.job.Spec.User,
-				Victim: v.key(), VictimUser: v.job.Spec.User, Node: ev.node, Reason: ev.message})
+		r.ledger.Evicting(v.Job.UID, pod.Name)
+		if ev.Reason == cvlabv1alpha1.EventPreempted {
+			metricPreemptions.WithLabelValues(r.opts.Preemption.String()).Inc()
+			r.notePreemption(queueview.Preemption{Time: now, Preemptor: ev.Preemptor.Key(), PreemptorUser: ev.Preemptor.Job.Spec.User,
+				Victim: v.Key(), VictimUser: v.Job.Spec.User, Node: ev.Node, Reason: ev.Message})
 		}
 		if r.recorder != nil {
-			r.recorder.Eventf(v.job, ev.preemptorJob(), corev1.EventTypeWarning, ev.reason, "Evict", "%s", ev.message)
+			r.recorder.Eventf(v.Job, preemptorJob(&ev), corev1.EventTypeWarning, ev.Reason, "Evict", "%s", ev.Message)
 		}
-		if ev.reason != ReasonPreempted {
-			r.backOff(v.job.UID, now)
+		if ev.Reason != cvlabv1alpha1.EventPreempted {
+			r.backOff(v.Job.UID, now)
 			continue
 		}
 		if r.recorder != nil {
-			r.recorder.Eventf(ev.preemptor.job, v.job, corev1.EventTypeNormal, "Preempting", "Evict",
-				"evicting %s (pod %s)%s to start", v.key(), pod.Name, nodeSuffix(ev.node))
+			r.recorder.Eventf(ev.Preemptor.Job, v.Job, corev1.EventTypeNormal, cvlabv1alpha1.EventPreempting, "Evict",
+				"evicting %s (pod %s)%s to start", v.Key(), pod.Name, nodeSuffix(ev.Node))
 		}
 		if r.opts.Notifier != nil {
-			pe, ve := entries[ev.preemptor.key()], entries[v.key()]
+			pe, ve := entries[ev.Preemptor.Key()], entries[v.Key()]
 			r.opts.Notifier.Notify(notify.Preemption{
-				Text: fmt.Sprintf("%s: your job %s was %s", v.job.Spec.User, v.key(), ev.message),
+				Text: fmt.Sprintf("%s: your job %s was %s", v.Job.Spec.User, v.Key(), ev.Message),
 				Kind: "Preemption",
-				Victim: notify.JobRef{Namespace: v.job.Namespace, Name: v.job.Name, User: v.job.Spec.User,
+				Victim: notify.JobRef{Namespace: v.Job.Namespace, Name: v.Job.Name, User: v.Job.Spec.User,
 					UserGPUs: ve.UserGPUs()},
-				Preemptor: notify.JobRef{Namespace: ev.preemptor.job.Namespace, Name: ev.preemptor.job.Name,
-					User: ev.preemptor.job.Spec.User, UserGPUs: pe.UserGPUs()},
-				Node: ev.node, Reason: ev.message, Time: now.UTC(),
+				Preemptor: notify.JobRef{Namespace: ev.Preemptor.Job.Namespace, Name: ev.Preemptor.Job.Name,
+					User: ev.Preemptor.Job.Spec.User, UserGPUs: pe.UserGPUs()},
+				Node: ev.Node, Reason: ev.Message, Time: now.UTC(),
 			})
 		}
 	}
@@ -139,27 +136,27 @@ func (r *QueueReconciler) deleteSeen(ctx context.Context, p *corev1.Pod) error {
 
 // preemptorJob is the event's related object: none for an unschedulable requeue. It returns an
 // untyped nil then, since a typed nil pointer in the interface would make the recorder panic.
-func (ev *eviction) preemptorJob() runtime.Object {
-	if ev.preemptor == nil {
+func preemptorJob(ev *observe.Eviction) runtime.Object {
+	if ev.Preemptor == nil {
 		return nil
 	}
-	return ev.preemptor.job
+	return ev.Preemptor.Job
 }
 
 // createPod creates the pod of the job's next admission, pinned to node. A pod of that name that
 // already exists and belongs to the job counts as created: the cache had not shown it yet.
 // It runs concurrently with the decision's other creations: it touches only v; the caller
 // records the expectation.
-func (r *QueueReconciler) createPod(ctx context.Context, v *jobView, hostname, node string) error {
-	n := v.lastAdmission + 1
-	pod := BuildPod(v.job, n, node, hostname)
+func (r *QueueReconciler) createPod(ctx context.Context, v *observe.Job, hostname, node string) error {
+	n := v.LastAdmission + 1
+	pod := BuildPod(v.Job, n, node, hostname)
 	err := r.client.Create(ctx, pod, FieldOwner)
 	if apierrors.IsAlreadyExists(err) {
 		var existing corev1.Pod
 		if gerr := r.apiReader.Get(ctx, client.ObjectKeyFromObject(pod), &existing); gerr != nil {
 			return fmt.Errorf("pod %s exists but cannot be read: %w", pod.Name, gerr)
 		}
-		if ref := metav1.GetControllerOf(&existing); ref == nil || ref.UID != v.job.UID {
+		if ref := metav1.GetControllerOf(&existing); ref == nil || ref.UID != v.Job.UID {
 			return fmt.Errorf("a pod named %s already exists and does not belong to this job", pod.Name)
 		}
 		err = nil
@@ -168,86 +165,97 @@ func (r *QueueReconciler) createPod(ctx context.Context, v *jobView, hostname, n
 		return fmt.Errorf("creating pod %s: %w", pod.Name, err)
 	}
 	metricAdmissions.Inc()
-	v.lastAdmission = n
-	v.node = node
+	v.LastAdmission = n
+	v.Node = node
 	return nil
 }
 
 // desiredStatus is the status the job should have after this decision.
-func (r *QueueReconciler) desiredStatus(v *jobView, e *queue.Entry, cluster clusterView, now time.Time) *cvlabv1alpha1.CvlabJobStatus {
-	if IsFinished(v.cur) || v.frozen {
-		return v.cur // final: never rewritten; or left as it is until its pod is gone
+func desiredStatus(v *observe.Job, e *queue.Entry, cluster observe.Cluster, backoffUntil, now time.Time) *cvlabv1alpha1.CvlabJobStatus {
+	if IsFinished(v.Cur) && v.Cur.ObservedGeneration != v.Job.Generation && v.Cur.ObservedGeneration != 0 {
+		// Final, but its spec was edited since (priority, suspend in git): say the edit was seen,
+		// so that GitOps health (kstatus) does not wait for it forever. Nothing else changes.
+		st := v.Cur.DeepCopy()
+		st.ObservedGeneration = v.Job.Generation
+		return st
 	}
-	st := v.cur.DeepCopy()
-	gen := v.job.Generation
+	if IsFinished(v.Cur) || v.Frozen {
+		return v.Cur // final: never rewritten; or left as it is until its pod is gone
+	}
+	st := v.Cur.DeepCopy()
+	gen := v.Job.Generation
 	// condMsg is the message of the conditions that describe the phase, when it is not st.Message.
 	var condMsg string
 	t := metav1.NewTime(now)
 	st.ObservedGeneration = gen
 	st.QueuePosition, st.Rank, st.UserGPUs = nil, nil, ""
-	if v.disruption != "" && (st.Phase == cvlabv1alpha1.PhaseAdmitted || st.Phase == cvlabv1alpha1.PhaseRunning) {
+	st.Node, st.WaitingReason, st.BackoffUntil, st.ReservedNode = "", "", nil, ""
+	if v.Disruption != "" && (st.Phase == cvlabv1alpha1.PhaseAdmitted || st.Phase == cvlabv1alpha1.PhaseRunning) {
 		// Its node lost its pod: counted once, whether it waits now or is admitted again at once.
 		countDisruption(st)
-		setDisrupted(st, true, ReasonNodeLost, v.disruption+"; back in the queue, not counted against the job", gen, t)
+		setDisrupted(st, true, cvlabv1alpha1.ReasonNodeLost, v.Disruption+"; back in the queue, not counted against the job", gen, t)
 	}
 	if e != nil {
 		st.Rank = ptrInt32(e.Rank)
 		st.UserGPUs = e.UserGPUs()
 	}
 
-	switch v.phase {
+	switch v.Phase {
 	case cvlabv1alpha1.PhaseSucceeded, cvlabv1alpha1.PhaseFailed:
-		st.Phase = v.phase
-		if v.live != nil { // it may have ended before its admission was recorded (manager restarted)
-			st.PodName, st.Admissions = v.live.Name, v.lastAdmission
+		st.Phase = v.Phase
+		if v.Live != nil { // it may have ended before its admission was recorded (manager restarted)
+			st.PodName, st.Admissions = v.Live.Name, v.LastAdmission
 			if st.StartTime == nil {
-				st.StartTime = v.live.Status.StartTime
+				st.StartTime = v.Live.Status.StartTime
 			}
 		}
-		if v.evictionVoid && meta.IsStatusConditionTrue(st.Conditions, cvlabv1alpha1.ConditionPreempted) {
+		if v.EvictionVoid && meta.IsStatusConditionTrue(st.Conditions, cvlabv1alpha1.ConditionPreempted) {
 			st.Preemptions = max(st.Preemptions-1, 0)
-			setPreempted(st, false, ReasonPodEnded, "its pod ended before it could be evicted", gen, t)
+			setPreempted(st, false, cvlabv1alpha1.ReasonPodEnded, "its pod ended before it could be evicted", gen, t)
 		}
 		st.Rank, st.UserGPUs = nil, ""
 		st.CompletionTime = &t
-		st.Message = v.finishMsg
-		setFinished(st, v.finishReason, v.finishMsg, gen, t)
-		setRunning(st, false, v.finishReason, v.finishMsg, gen, t)
-		setQueued(st, false, ReasonFinished, v.finishMsg, gen, t)
+		st.Message = v.FinishMsg
+		setFinished(st, v.FinishReason, v.FinishMsg, gen, t)
+		setRunning(st, false, v.FinishReason, v.FinishMsg, gen, t)
+		setQueued(st, false, cvlabv1alpha1.ReasonFinished, v.FinishMsg, gen, t)
 
 	case cvlabv1alpha1.PhaseSuspended:
-		st.Phase = v.phase
+		st.Phase = v.Phase
 		st.Rank, st.UserGPUs = nil, ""
 		st.StartTime = nil
-		st.Message = "suspended by its owner: set spec.suspend to false to queue it again"
-		setQueued(st, false, ReasonSuspended, st.Message, gen, t)
-		setAdmitted(st, false, ReasonSuspended, st.Message, gen, t)
-		setRunning(st, false, ReasonSuspended, st.Message, gen, t)
+		st.WaitingReason = cvlabv1alpha1.WaitingSuspended
+		st.Message = suspendedMessage
+		setQueued(st, false, cvlabv1alpha1.ReasonSuspended, st.Message, gen, t)
+		setAdmitted(st, false, cvlabv1alpha1.ReasonSuspended, st.Message, gen, t)
+		setRunning(st, false, cvlabv1alpha1.ReasonSuspended, st.Message, gen, t)
 
 	case cvlabv1alpha1.PhaseAdmitted:
-		podName := PodName(v.job, v.lastAdmission)
-		if st.Admissions != v.lastAdmission || st.Phase != cvlabv1alpha1.PhaseAdmitted && st.Phase != cvlabv1alpha1.PhaseRunning {
-			st.Admissions = v.lastAdmission
+		podName := PodName(v.Job, v.LastAdmission)
+		if st.Admissions != v.LastAdmission || st.Phase != cvlabv1alpha1.PhaseAdmitted && st.Phase != cvlabv1alpha1.PhaseRunning {
+			st.Admissions = v.LastAdmission
 			st.AdmittedAt = &t
 			st.StartTime = nil
 		}
-		st.Phase = v.phase
+		st.Phase = v.Phase
 		st.PodName = podName
-		st.Message = fmt.Sprintf("admitted: pod %s created%s, waiting for it to start", podName, nodeSuffix(v.node))
-		setQueued(st, false, ReasonAdmitted, st.Message, gen, t)
-		setAdmitted(st, true, ReasonPodCreated, st.Message, gen, t)
-		setRunning(st, false, ReasonPodPending, st.Message, gen, t)
+		st.Node = v.Node
+		st.Message = admittedMessage(st)
+		setQueued(st, false, cvlabv1alpha1.ReasonAdmitted, st.Message, gen, t)
+		setAdmitted(st, true, cvlabv1alpha1.ReasonPodCreated, st.Message, gen, t)
+		setRunning(st, false, cvlabv1alpha1.ReasonPodPending, st.Message, gen, t)
 		if meta.IsStatusConditionTrue(st.Conditions, cvlabv1alpha1.ConditionPreempted) {
-			setPreempted(st, false, ReasonReadmitted, "admitted again after being preempted", gen, t)
+			setPreempted(st, false, cvlabv1alpha1.ReasonReadmitted, "admitted again after being preempted", gen, t)
 		}
-		if c := meta.FindStatusCondition(st.Conditions, ConditionDisrupted); c != nil && c.Status == metav1.ConditionTrue {
-			setDisrupted(st, false, ReasonReadmitted, "admitted again; before: "+c.Message, gen, t)
+		if c := meta.FindStatusCondition(st.Conditions, cvlabv1alpha1.ConditionDisrupted); c != nil && c.Status == metav1.ConditionTrue {
+			setDisrupted(st, false, cvlabv1alpha1.ReasonReadmitted, "admitted again; before: "+c.Message, gen, t)
 		}
 
 	case cvlabv1alpha1.PhaseRunning:
-		st.Phase = v.phase
-		st.PodName = v.live.Name
-		st.Admissions = v.lastAdmission
+		st.Phase = v.Phase
+		st.PodName = v.Live.Name
+		st.Node = v.Live.Spec.NodeName
+		st.Admissions = v.LastAdmission
 		if st.AdmittedAt == nil {
 			st.AdmittedAt = &t
 		}
@@ -258,40 +266,83 @@ func (r *QueueReconciler) desiredStatus(v *jobView, e *queue.Entry, cluster clus
 		// The conditions leave out the user's GPU ordinals, which move when their other jobs start
 		// or end (see waitingCondition).
 		condMsg = runningMessage(v, nil)
-		setQueued(st, false, ReasonAdmitted, condMsg, gen, t)
-		setAdmitted(st, true, ReasonPodCreated, fmt.Sprintf("pod %s created", v.live.Name), gen, t)
-		setRunning(st, true, ReasonPodRunning, condMsg, gen, t)
+		setQueued(st, false, cvlabv1alpha1.ReasonAdmitted, condMsg, gen, t)
+		setAdmitted(st, true, cvlabv1alpha1.ReasonPodCreated, fmt.Sprintf("pod %s created", v.Live.Name), gen, t)
+		setRunning(st, true, cvlabv1alpha1.ReasonPodRunning, condMsg, gen, t)
 
 	case cvlabv1alpha1.PhaseQueued:
-		st.Phase = v.phase
+		st.Phase = v.Phase
 		st.StartTime = nil
+		if e != nil {
+			st.WaitingReason = waitingReason(e.Wait)
+			if e.Wait == queue.Reserved {
+				st.ReservedNode = e.Node
+			}
+		}
+		if v.StartErr != nil || st.WaitingReason == cvlabv1alpha1.WaitingBackingOff {
+			st.WaitingReason = cvlabv1alpha1.WaitingBackingOff
+			until := metav1.NewTime(backoffUntil)
+			st.BackoffUntil = &until
+		}
 		switch {
-		case v.startErr != nil:
-			st.Message = fmt.Sprintf("waiting: the pod could not be created, will retry after %s: %v",
-				r.backoff[v.job.UID].until.UTC().Format(time.RFC3339), v.startErr)
+		case v.StartErr != nil:
+			st.Message = startFailedMessage(st, v.StartErr)
 		case e != nil && e.Position > 0:
 			st.QueuePosition = ptrInt32(e.Position)
-			st.Message = waitingMessage(e, cluster.foreign)
+			st.Message = waitingMessage(e, cluster.Foreign)
 		case e != nil && e.Reason != "":
 			st.Message = "waiting: " + e.Reason
-		case v.job.Spec.GPUs > 0:
+		case v.Job.Spec.GPUs > 0:
 			st.Message = "waiting for the next decision"
 		default:
 			st.Message = "waiting to be admitted"
 		}
 		condMsg = waitingCondition
-		if v.startErr != nil {
+		if v.StartErr != nil {
 			condMsg = st.Message
 		}
-		setQueued(st, true, ReasonWaiting, condMsg, gen, t)
-		setAdmitted(st, false, ReasonWaiting, condMsg, gen, t)
-		setRunning(st, false, ReasonWaiting, condMsg, gen, t)
+		setQueued(st, true, cvlabv1alpha1.ReasonWaiting, condMsg, gen, t)
+		setAdmitted(st, false, cvlabv1alpha1.ReasonWaiting, condMsg, gen, t)
+		setRunning(st, false, cvlabv1alpha1.ReasonWaiting, condMsg, gen, t)
 	}
 	if condMsg == "" {
 		condMsg = st.Message
 	}
 	setReady(st, condMsg, gen, t)
+	setStalled(st, st.Phase == cvlabv1alpha1.PhaseFailed, v.FinishReason, v.FinishMsg, gen, t)
 	return st
+}
+
+// Sentences rendered from status fields.
+const suspendedMessage = "suspended by its owner: set spec.suspend to false to queue it again"
+
+func admittedMessage(st *cvlabv1alpha1.CvlabJobStatus) string {
+	return fmt.Sprintf("admitted: pod %s created%s, waiting for it to start", st.PodName, nodeSuffix(st.Node))
+}
+
+func startFailedMessage(st *cvlabv1alpha1.CvlabJobStatus, err error) string {
+	return fmt.Sprintf("waiting: the pod could not be created, will retry after %s: %v", st.BackoffUntil.UTC().Format(time.RFC3339), err)
+}
+
+// waitingReason is the API's name of the engine's reason.
+func waitingReason(w queue.WaitReason) cvlabv1alpha1.WaitingReason {
+	switch w {
+	case queue.NoGPUsFree:
+		return cvlabv1alpha1.WaitingNoGPUsFree
+	case queue.NoNodeFits:
+		return cvlabv1alpha1.WaitingNoNodeFits
+	case queue.NeverFits:
+		return cvlabv1alpha1.WaitingNeverFits
+	case queue.HeadOfLine:
+		return cvlabv1alpha1.WaitingHeadOfLine
+	case queue.Reserved:
+		return cvlabv1alpha1.WaitingReserved
+	case queue.BackingOff:
+		return cvlabv1alpha1.WaitingBackingOff
+	case queue.QuotaExceeded:
+		return cvlabv1alpha1.WaitingQuotaExceeded
+	}
+	return ""
 }
 
 func waitingMessage(e *queue.Entry, foreign int32) string {
@@ -314,12 +365,12 @@ func waitingMessage(e *queue.Entry, foreign int32) string {
 	return msg
 }
 
-func runningMessage(v *jobView, e *queue.Entry) string {
-	where := nodeSuffix(v.live.Spec.NodeName)
+func runningMessage(v *observe.Job, e *queue.Entry) string {
+	where := nodeSuffix(v.Live.Spec.NodeName)
 	if e == nil {
-		return fmt.Sprintf("running: pod %s%s", v.live.Name, where)
+		return fmt.Sprintf("running: pod %s%s", v.Live.Name, where)
 	}
-	return fmt.Sprintf("running: pod %s%s, on %s's GPU #%s", v.live.Name, where, v.job.Spec.User, e.UserGPUs())
+	return fmt.Sprintf("running: pod %s%s, on %s's GPU #%s", v.Live.Name, where, v.Job.Spec.User, e.UserGPUs())
 }
 
 func nodeSuffix(node string) string {
@@ -331,9 +382,9 @@ func nodeSuffix(node string) string {
 
 // writeOrder puts the front of the queue first: phase changes of admitted and running jobs, then
 // waiting jobs by position, then the rest (running jobs' new ranks among them).
-func writeOrder(v *jobView, want *cvlabv1alpha1.CvlabJobStatus, e *queue.Entry) int {
+func writeOrder(v *observe.Job, want *cvlabv1alpha1.CvlabJobStatus, e *queue.Entry) int {
 	switch {
-	case (v.phase == cvlabv1alpha1.PhaseAdmitted || v.phase == cvlabv1alpha1.PhaseRunning) && v.cur.Phase != want.Phase:
+	case (v.Phase == cvlabv1alpha1.PhaseAdmitted || v.Phase == cvlabv1alpha1.PhaseRunning) && v.Cur.Phase != want.Phase:
 		return 0
 	case e != nil && e.Position > 0:
 		return e.Position
@@ -342,24 +393,16 @@ func writeOrder(v *jobView, want *cvlabv1alpha1.CvlabJobStatus, e *queue.Entry) 
 	}
 }
 
-// baseStatus is the job's status as the API server has it: the last one written, or the cache's.
-func (r *QueueReconciler) baseStatus(v *jobView) *cvlabv1alpha1.CvlabJobStatus {
-	if w, ok := r.lastWritten(v.job.UID); ok {
-		return w
-	}
-	return &v.job.Status
-}
-
 // patchStatus merge-patches the fields of a job's status that differ from base, the status the
 // API server has. job is only read.
-func (r *QueueReconciler) patchStatus(ctx context.Context, job *cvlabv1alpha1.CvlabJob, invalid string, base, want *cvlabv1alpha1.CvlabJobStatus) error {
+func (w *statusWriter) patch(ctx context.Context, job *cvlabv1alpha1.CvlabJob, invalid string, base, want *cvlabv1alpha1.CvlabJobStatus) error {
 	from := &cvlabv1alpha1.CvlabJob{TypeMeta: job.TypeMeta, ObjectMeta: metav1.ObjectMeta{Namespace: job.Namespace, Name: job.Name}, Status: *base}
 	to := &cvlabv1alpha1.CvlabJob{TypeMeta: job.TypeMeta, ObjectMeta: metav1.ObjectMeta{Namespace: job.Namespace, Name: job.Name}, Status: *want}
 	if l := log.FromContext(ctx).V(3); l.Enabled() {
 		data, _ := client.MergeFrom(from).Data(to)
 		l.Info("status patch", "job", job.Namespace+"/"+job.Name, "patch", string(data))
 	}
-	if err := r.client.Status().Patch(ctx, to, client.MergeFrom(from), FieldOwner); client.IgnoreNotFound(err) != nil {
+	if err := w.client.Status().Patch(ctx, to, client.MergeFrom(from), FieldOwner); client.IgnoreNotFound(err) != nil {
 		if invalid != "" && apierrors.IsInvalid(err) {
 			// The API server refuses every write to a job whose stored spec its CRD's rules cannot
 			// evaluate (a field of another type), status included: the Warning event of the phase
@@ -372,28 +415,28 @@ func (r *QueueReconciler) patchStatus(ctx context.Context, job *cvlabv1alpha1.Cv
 	return nil
 }
 
-func (r *QueueReconciler) recordPhaseEvent(job *cvlabv1alpha1.CvlabJob, old, cur *cvlabv1alpha1.CvlabJobStatus) {
-	if r.recorder == nil || old.Phase == cur.Phase {
+func (w *statusWriter) recordPhaseEvent(job *cvlabv1alpha1.CvlabJob, old, cur *cvlabv1alpha1.CvlabJobStatus) {
+	if w.recorder == nil || old.Phase == cur.Phase {
 		return
 	}
 	typ, reason := corev1.EventTypeNormal, ""
 	switch cur.Phase {
 	case cvlabv1alpha1.PhaseQueued:
-		reason = "Queued"
+		reason = cvlabv1alpha1.EventQueued
 	case cvlabv1alpha1.PhaseAdmitted:
-		reason = "Admitted"
+		reason = cvlabv1alpha1.EventAdmitted
 	case cvlabv1alpha1.PhaseRunning:
-		reason = "Started"
+		reason = cvlabv1alpha1.EventStarted
 	case cvlabv1alpha1.PhaseSuspended:
-		reason = "Suspended"
+		reason = cvlabv1alpha1.EventSuspended
 	case cvlabv1alpha1.PhaseSucceeded:
-		reason = "Finished"
+		reason = cvlabv1alpha1.EventFinished
 	case cvlabv1alpha1.PhaseFailed:
-		typ, reason = corev1.EventTypeWarning, "Finished"
+		typ, reason = corev1.EventTypeWarning, cvlabv1alpha1.EventFinished
 	default:
 		return
 	}
-	r.recorder.Eventf(job, nil, typ, reason, reason, "%s", cur.Message)
+	w.recorder.Eventf(job, nil, typ, reason, reason, "%s", cur.Message)
 }
 
 // podFailure explains a failed pod in a sentence.

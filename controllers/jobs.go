@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 )
 
 // The decision loop reads CvlabJobs from an informer of its own that decodes each job on its own.
@@ -24,12 +25,12 @@ import (
 // list, and its watch, on the first such job: it then never sees any job again, and a manager
 // started later never syncs. One bad object would stop the whole queue. Here a job that does not
 // decode is kept with its metadata and status, and the decoding error in the in-memory annotation
-// annotationDecodeError (never written back); the loop fails that job (see jobView.invalid) and the
+// annotationDecodeError (never written back); the loop fails that job (see observe.Job.invalid) and the
 // rest of the queue runs. The API server refuses to write such a job's status too (its CRD rules
 // cannot evaluate the field), so the Warning event "Finished" is what says why (patchStatus).
 
 // annotationDecodeError holds, on the cached copy only, why a stored job does not decode.
-const annotationDecodeError = "cvlab.epfl.ch/decode-error"
+const annotationDecodeError = observe.AnnotationDecodeError
 
 // newJobInformer makes the lenient CvlabJob informer (not started).
 func newJobInformer(cfg *rest.Config) (toolscache.SharedIndexInformer, error) {

@@ -28,7 +28,7 @@ var (
 	})
 	metricPreemptions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cvlab_preemptions_total", Help: "Jobs evicted for a higher-ranked job, by the policy that allowed it (FirstGPU, Rank).",
-	}, []string{"reason"})
+	}, []string{"policy"})
 	metricStatusWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cvlab_status_writes_total", Help: "CvlabJob status writes that landed, by kind: phase (admitted, running, finished...) or position (a waiting job's new place in the queue).",
 	}, []string{"kind"})

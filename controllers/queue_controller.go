@@ -5,6 +5,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/internal/cluster"
 	"github.com/epfl-cvlab/cvlab-queue/internal/notify"
+	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
 )
@@ -38,18 +40,11 @@ import (
 const FieldOwner = client.FieldOwner("cvlab-queue")
 
 const (
-	// expectationTimeout is how long a created pod that the cache does not show yet still
-	// counts as existing. Past it, the job is judged on what the cache shows.
-	expectationTimeout = 10 * time.Second
-	// reservationTimeout bounds how long a preemptor keeps GPUs that its victims free.
-	reservationTimeout = 15 * time.Minute
 	// maxRetryDelay bounds the wait before a decision that failed (e.g. the API server is down)
 	// runs again.
 	maxRetryDelay = 10 * time.Second
 	// retryAfterErrors is when a decision whose writes partly failed runs again.
 	retryAfterErrors = 2 * time.Second
-	// backoffMax bounds the wait before a job whose start failed is tried again.
-	backoffMax = 10 * time.Minute
 	// podCreators is how many pods a decision creates at once.
 	podCreators = 16
 )
@@ -85,6 +80,15 @@ type Options struct {
 	StatusQPS float64
 	// Clock is the time source; a fake one in tests.
 	Clock clock.Clock
+	// PublishNamespace is where the operator publishes its settings and head of the line (the
+	// ConfigMap observe.PublishedName, read by `kubectl cvlab`); empty: not published.
+	PublishNamespace string
+}
+
+// Settings are the options that change decisions, as the shared observation and the CLI know them.
+func (o Options) Settings() observe.Settings {
+	return observe.Settings{Preemption: o.Preemption, GPUCapacity: o.GPUCapacity, NodeSelector: o.NodeSelector,
+		MaxHeadWait: o.MaxHeadWait, MinRuntime: o.MinRuntime, UnschedulableTimeout: o.UnschedulableTimeout}
 }
 
 // QueueReconciler is the single decision loop of the queue: it observes all CvlabJobs, their
@@ -97,53 +101,22 @@ type QueueReconciler struct {
 	opts      Options
 
 	// State of the loop, touched only by its single worker.
-	// written is the last status written per job: the operator is the only writer of status, so
-	// it is newer than what a lagging cache shows. The status writer updates it: guarded by
-	// writtenMu.
-	written   map[types.UID]*cvlabv1alpha1.CvlabJobStatus
-	writtenMu sync.Mutex
-	// writer writes the decisions' status changes in the background; shown lists the positions
-	// of the last decision not written yet, for the dashboard.
+	// writer writes the decisions' status changes in the background, and alone knows what was
+	// written and what is being written: it answers "what is this job's status now".
 	writer *statusWriter
-	shown  map[types.UID]*cvlabv1alpha1.CvlabJobStatus
 	// wake asks for a decision from outside the watches (a failed background write).
 	wake chan event.GenericEvent
-	// expected are pods created but not yet seen in the cache.
-	expected map[types.UID]expectation
-	// evicted are pods the operator deleted on purpose (preemption, unschedulable): their job
-	// goes back to the queue rather than failing.
-	evicted map[types.UID]string
-	// reserved are the nodes whose GPUs preempted jobs free for their preemptor.
-	reserved map[types.UID]reservation
-	// backoff holds back jobs whose start failed.
-	backoff   map[types.UID]backoffState
-	head      string
-	headSince time.Time
+	// ledger is what the loop remembers between decisions (expected pods, evictions,
+	// reservations, backoffs, pod nodes, the head of the line): read by observe, changed only
+	// after a decision.
+	ledger *observe.Ledger
+	// publisher publishes the settings and the head of the line; nil when not published.
+	publisher *publisher
 	// recentPreemptions are the last evictions, newest first, for the dashboard.
 	recentPreemptions []queueview.Preemption
 
-	// podNode is the node of each job's pod as last seen, to tell a pod that vanished with its
-	// node from one deleted by a person.
-	podNode map[types.UID]string
 	// jobs is the CvlabJob informer (jobs.go), set up by SetupWithManager.
 	jobs toolscache.SharedIndexInformer
-}
-
-type expectation struct {
-	pod string
-	// node is where the pod was placed: its GPUs count there until the cache shows the pod.
-	node  string
-	since time.Time
-}
-
-type reservation struct {
-	node  string
-	since time.Time
-}
-
-type backoffState struct {
-	until    time.Time
-	failures int
 }
 
 // NewQueueReconciler makes the decision loop.
@@ -158,19 +131,17 @@ func NewQueueReconciler(c client.Client, apiReader client.Reader, recorder event
 		opts.BackoffBase = 10 * time.Second
 	}
 	if opts.UnschedulableTimeout <= 0 {
-		opts.UnschedulableTimeout = 5 * time.Minute
+		opts.UnschedulableTimeout = observe.DefaultUnschedulableTimeout
 	}
 	r := &QueueReconciler{
 		client: c, apiReader: apiReader, recorder: recorder, opts: opts,
-		written:  map[types.UID]*cvlabv1alpha1.CvlabJobStatus{},
-		expected: map[types.UID]expectation{},
-		evicted:  map[types.UID]string{},
-		reserved: map[types.UID]reservation{},
-		backoff:  map[types.UID]backoffState{},
-		podNode:  map[types.UID]string{},
+		ledger: observe.NewLedger(),
 	}
-	r.writer = newStatusWriter(r, opts.StatusQPS)
 	r.wake = make(chan event.GenericEvent, 1)
+	r.writer = newStatusWriter(c, recorder, opts.Clock, opts.StatusQPS, r.wakeUp)
+	if opts.PublishNamespace != "" {
+		r.publisher = newPublisher(c, opts.PublishNamespace)
+	}
 	return r
 }
 
@@ -180,20 +151,6 @@ func (r *QueueReconciler) wakeUp() {
 	case r.wake <- event.GenericEvent{Object: &cvlabv1alpha1.CvlabJob{}}:
 	default: // one is asked for already
 	}
-}
-
-// lastWritten is the status last written for a job, if any.
-func (r *QueueReconciler) lastWritten(uid types.UID) (*cvlabv1alpha1.CvlabJobStatus, bool) {
-	r.writtenMu.Lock()
-	defer r.writtenMu.Unlock()
-	w, ok := r.written[uid]
-	return w, ok
-}
-
-func (r *QueueReconciler) setWritten(uid types.UID, st *cvlabv1alpha1.CvlabJobStatus) {
-	r.writtenMu.Lock()
-	defer r.writtenMu.Unlock()
-	r.written[uid] = st
 }
 
 // SetupWithManager registers the loop, fed by watches on CvlabJobs, pods that are theirs or use
@@ -219,6 +176,11 @@ func (r *QueueReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if err := mgr.Add(manager.RunnableFunc(r.writer.run)); err != nil {
 		return err
+	}
+	if r.publisher != nil {
+		if err := mgr.Add(manager.RunnableFunc(r.publisher.run)); err != nil {
+			return err
+		}
 	}
 	jobs, err := newJobInformer(mgr.GetConfig()) // lenient: see jobs.go
 	if err != nil {
@@ -276,11 +238,14 @@ func (r *QueueReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (r
 	obs := r.observe(jobs, pods.Items, nodes.Items, now)
 	observed := r.opts.Clock.Now()
 
-	// Decide.
-	snap := obs.snapshot(r, now)
+	// Decide, then remember what the observation and the decision taught.
+	snap := obs.Snapshot(now)
 	d := queue.Decide(snap)
-	r.head, r.headSince = d.Head, d.HeadSince
-	r.keepReservations(obs, d, now)
+	r.ledger.Learn(obs)
+	r.ledger.Decided(obs, d, now)
+	if r.publisher != nil {
+		r.publisher.set(observe.Published{Settings: r.opts.Settings(), Head: d.Head, HeadSince: d.HeadSince})
+	}
 	decided := r.opts.Clock.Now()
 
 	// Act and record.
@@ -290,49 +255,50 @@ func (r *QueueReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (r
 		return reconcile.Result{}, nil // shutting down: the next leader decides again
 	}
 	r.publish(obs, d, snap, now)
-	res := reconcile.Result{RequeueAfter: obs.requeueAfter(d.Wakeup, now)}
+	res := reconcile.Result{RequeueAfter: obs.RequeueAfter(d.Wakeup, now)}
 	if len(errs) > 0 {
 		// A write that failed for one job must not stall the queue behind the controller's
 		// growing per-request backoff: the rest of the decision stands, and it is retried soon.
 		log.FromContext(ctx).Error(errors.Join(errs...), "decision applied with errors", "errors", len(errs))
 		res.RequeueAfter = min(res.RequeueAfter, retryAfterErrors)
 	}
-	log.FromContext(ctx).V(1).Info("decided", "jobs", len(obs.views), "admitted", countAdmitted(d),
+	log.FromContext(ctx).V(1).Info("decided", "jobs", len(obs.Views), "admitted", countAdmitted(d),
 		"preemptions", len(d.Preemptions), "free", d.Free, "head", d.Head, "requeueAfter", res.RequeueAfter,
 		"observeMs", observed.Sub(now).Milliseconds(), "decideMs", decided.Sub(observed).Milliseconds(),
 		"applyMs", applied.Sub(decided).Milliseconds(), "pendingPhaseWrites", r.writer.pendingPhases())
 	return res, nil
 }
 
-// apply carries out a decision: evictions (status first, so that a requeued job never looks
-// failed), other deletions, pod creations, then every status that changed, front of the queue
-// first.
-func (r *QueueReconciler) apply(ctx context.Context, obs *observation, d queue.Decision, now time.Time) []error {
-	entries := make(map[string]*queue.Entry, len(d.Order))
+// actions are what a decision asks the loop to do, in this order: evictions (status first, so
+// that a requeued job never looks failed), unfinished evictions, other deletions, pod creations.
+type actions struct {
+	entries    map[string]*queue.Entry
+	evictions  []observe.Eviction
+	unfinished []observe.UnfinishedEviction
+	deletions  []*corev1.Pod
+	creations  []*creation
+}
+
+// creation is one pod to create, for v's next admission, on node ("" for CPU-only jobs and in pool
+// mode); err is set when it failed.
+type creation struct {
+	v    *observe.Job
+	node string
+	err  error
+}
+
+// planActions turns a decision into actions: pure, so that a decision's consequences are
+// unit-tested without an API server.
+func planActions(obs *observe.Observation, d queue.Decision) actions {
+	p := actions{entries: make(map[string]*queue.Entry, len(d.Order)), unfinished: obs.UnfinishedEvictions, deletions: obs.ToDelete}
 	for i := range d.Order {
-		entries[d.Order[i].Key] = &d.Order[i]
+		p.entries[d.Order[i].Key] = &d.Order[i]
 	}
-	var errs []error
 	// Evictions: jobs requeued because their pod was unschedulable too long, and preemptions.
-	evictions := obs.requeues
+	p.evictions = slices.Clone(obs.Requeues)
 	for _, pr := range d.Preemptions {
-		evictions = append(evictions, r.preemptionEvictions(obs, pr, entries, now)...)
+		p.evictions = append(p.evictions, preemptionEvictions(obs, pr, p.entries)...)
 	}
-	errs = append(errs, r.evict(ctx, obs, evictions, entries, now)...)
-	for _, u := range obs.unfinishedEvictions {
-		if err := r.deleteSeen(ctx, u.pod); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		r.evicted[u.job] = u.pod.Name
-	}
-
-	for _, p := range obs.toDelete {
-		if err := r.client.Delete(ctx, p); client.IgnoreNotFound(err) != nil {
-			errs = append(errs, err)
-		}
-	}
-
 	admit := map[string]string{} // key → node
 	for _, k := range d.AdmitCPU {
 		admit[k] = ""
@@ -342,20 +308,37 @@ func (r *QueueReconciler) apply(ctx context.Context, obs *observation, d queue.D
 			admit[e.Key] = e.Node
 		}
 	}
+	for _, v := range obs.Views {
+		if node, ok := admit[v.Key()]; ok {
+			p.creations = append(p.creations, &creation{v: v, node: node})
+		}
+	}
+	return p
+}
+
+// apply carries out a decision: evictions (status first, so that a requeued job never looks
+// failed), other deletions, pod creations, then every status that changed, front of the queue
+// first.
+func (r *QueueReconciler) apply(ctx context.Context, obs *observe.Observation, d queue.Decision, now time.Time) []error {
+	p := planActions(obs, d)
+	var errs []error
+	errs = append(errs, r.evict(ctx, obs, p.evictions, p.entries, now)...)
+	for _, u := range p.unfinished {
+		if err := r.deleteSeen(ctx, u.Pod); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.ledger.Evicting(u.Job, u.Pod.Name)
+	}
+	for _, pod := range p.deletions {
+		if err := r.client.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, err)
+		}
+	}
+	entries, creations := p.entries, p.creations
 	// Pod creations run podCreators at a time: one by one, a decision admitting tens of jobs
 	// spent that many API round trips before anything else (measured: 5 s decisions at 5,000
 	// jobs on a busy API server).
-	type creation struct {
-		v    *jobView
-		node string
-		err  error
-	}
-	var creations []*creation
-	for _, v := range obs.views {
-		if node, ok := admit[v.key()]; ok {
-			creations = append(creations, &creation{v: v, node: node})
-		}
-	}
 	var (
 		wg  sync.WaitGroup
 		sem = make(chan struct{}, podCreators)
@@ -367,7 +350,7 @@ func (r *QueueReconciler) apply(ctx context.Context, obs *observation, d queue.D
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			c.err = r.createPod(ctx, c.v, obs.cluster.hostnames[c.node], c.node)
+			c.err = r.createPod(ctx, c.v, obs.Cluster.Hostnames[c.node], c.node)
 		})
 	}
 	wg.Wait()
@@ -376,56 +359,40 @@ func (r *QueueReconciler) apply(ctx context.Context, obs *observation, d queue.D
 	}
 	for _, c := range creations {
 		if c.err != nil {
-			c.v.startErr = c.err
-			r.backOff(c.v.job.UID, now)
+			c.v.StartErr = c.err
 			// Decide again when the backoff ends (the job's own status write, which used to
 			// trigger the next decision, no longer does).
-			obs.wakeups = append(obs.wakeups, r.backoff[c.v.job.UID].until)
+			obs.Wakeups = append(obs.Wakeups, r.backOff(c.v.Job.UID, now))
 			continue
 		}
-		r.expected[c.v.job.UID] = expectation{pod: PodName(c.v.job, c.v.lastAdmission), node: c.node, since: now}
-		c.v.phase = cvlabv1alpha1.PhaseAdmitted
+		r.ledger.Expect(c.v.Job.UID, PodName(c.v.Job, c.v.LastAdmission), c.node, now)
+		c.v.Phase = cvlabv1alpha1.PhaseAdmitted
 	}
 
 	// Hand the status changes to the background writer: phase changes all land, front first;
 	// the changes of jobs that stay waiting (their place in the queue) at --status-qps. The
 	// decision does not wait for them: the next one decides from what they will write.
 	var phase, positions []*statusWrite
-	r.shown = map[types.UID]*cvlabv1alpha1.CvlabJobStatus{}
-	for _, v := range obs.views {
-		if v.evicted {
+	r.writer.clearShown()
+	for _, v := range obs.Views {
+		if v.Evicted {
 			continue // written before its pod was deleted
 		}
-		e := entries[v.key()]
-		want := r.desiredStatus(v, e, obs.cluster, now)
-		if statusEqual(v.cur, want) {
+		e := entries[v.Key()]
+		want := desiredStatus(v, e, obs.Cluster, r.ledger.Backoff[v.Job.UID].Until, now)
+		if statusEqual(v.Cur, want) {
 			continue
 		}
-		w := &statusWrite{job: v.job, cur: r.baseStatus(v), want: want, order: writeOrder(v, want, e), invalid: v.invalid, disruption: v.disruption}
+		w := &statusWrite{job: v.Job, cur: r.writer.base(v.Job), want: want, order: writeOrder(v, want, e), invalid: v.Invalid, disruption: v.Disruption}
 		if deferrable(v, want) {
 			positions = append(positions, w)
-			r.shown[v.job.UID] = want
+			r.writer.show(v.Job.UID, want)
 			continue
 		}
 		phase = append(phase, w)
 	}
 	r.writer.submit(phase, positions)
 	return errs
-}
-
-// keepReservations remembers the GPUs promised to preemptors, as the engine left them; a promise
-// that lasts longer than reservationTimeout (a victim that never stops) is dropped.
-func (r *QueueReconciler) keepReservations(obs *observation, d queue.Decision, now time.Time) {
-	next := make(map[types.UID]reservation, len(d.Reserved))
-	for key, node := range d.Reserved {
-		v := obs.byKey[key]
-		res := reservation{node: node, since: now}
-		if old, ok := r.reserved[v.job.UID]; ok && old.node == node {
-			res.since = old.since
-		}
-		next[v.job.UID] = res
-	}
-	r.reserved = next
 }
 
 func countAdmitted(d queue.Decision) int {
@@ -438,11 +405,21 @@ func countAdmitted(d queue.Decision) int {
 	return n
 }
 
-// backOff holds a job back after a failed start, doubling the wait each time.
-func (r *QueueReconciler) backOff(uid types.UID, now time.Time) {
-	b := r.backoff[uid]
-	b.failures++
-	wait := r.opts.BackoffBase << min(b.failures-1, 10)
-	b.until = now.Add(min(wait, backoffMax))
-	r.backoff[uid] = b
+// backOff holds a job back after a failed start, doubling the wait each time; it returns when the
+// job may start again.
+func (r *QueueReconciler) backOff(uid types.UID, now time.Time) time.Time {
+	return r.ledger.BackOff(uid, r.opts.BackoffBase, now)
+}
+
+// observe reads the cluster into views (jobs and pods are the caches' own objects: read only),
+// each job's status being the operator's latest word; and forgets what the status writer kept of
+// deleted jobs.
+func (r *QueueReconciler) observe(jobs []*cvlabv1alpha1.CvlabJob, pods []corev1.Pod, nodes []corev1.Node, now time.Time) *observe.Observation {
+	exists := make(map[types.UID]bool, len(jobs))
+	for _, j := range jobs {
+		exists[j.UID] = true
+	}
+	r.writer.forget(func(uid types.UID) bool { return exists[uid] })
+	return observe.Observe(observe.Input{Jobs: jobs, Pods: pods, Nodes: nodes, Settings: r.opts.Settings(),
+		Ledger: r.ledger, Status: r.writer.current, Now: now})
 }

@@ -7,7 +7,6 @@ import (
 	"syscall"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -81,47 +80,6 @@ func TestLenientDecoder(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestPodDisruption(t *testing.T) {
-	cond := func(reason string) corev1.PodCondition {
-		return corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: reason, Message: "m"}
-	}
-	cases := map[string]struct {
-		status corev1.PodStatus
-		want   string // part of the answer; "" for none
-	}{
-		"running":                     {status: corev1.PodStatus{Phase: corev1.PodRunning}},
-		"failed on its own":           {status: corev1.PodStatus{Phase: corev1.PodFailed}},
-		"deadline exceeded":           {status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "DeadlineExceeded"}},
-		"kubelet eviction":            {status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "Evicted", Message: "low on memory"}, want: "evicted by the kubelet"},
-		"taint manager":               {status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{cond("DeletionByTaintManager")}}, want: "DeletionByTaintManager"},
-		"pod GC of a deleted node":    {status: corev1.PodStatus{Phase: corev1.PodFailed, Conditions: []corev1.PodCondition{cond("DeletionByPodGC")}}, want: "DeletionByPodGC"},
-		"drain (eviction API)":        {status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{cond("EvictionByEvictionAPI")}}, want: "EvictionByEvictionAPI"},
-		"condition no longer applies": {status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.DisruptionTarget, Status: corev1.ConditionFalse}}}},
-	}
-	for name, tc := range cases {
-		t.Run(name, func(t *testing.T) {
-			got := podDisruption(&corev1.Pod{Spec: corev1.PodSpec{NodeName: "n"}, Status: tc.status})
-			if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
-				t.Errorf("podDisruption = %q, want %q", got, tc.want)
-			}
-		})
-	}
-}
-
-func TestNodeFromMessage(t *testing.T) {
-	cases := map[string]string{
-		"running: pod a-1 on node gpu-2.lab, on alice's GPU #1":                 "gpu-2.lab",
-		"admitted: pod a-1 created on node n1, waiting for it to start":         "n1",
-		"admitted: pod a-1 created, waiting for it to start":                    "",
-		"waiting: 4 GPUs free but at most 2 on one node, needs 4; next in line": "",
-	}
-	for msg, want := range cases {
-		if got := nodeFromMessage(msg); got != want {
-			t.Errorf("nodeFromMessage(%q) = %q, want %q", msg, got, want)
-		}
 	}
 }
 

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -28,15 +27,11 @@ func CacheOptions() cache.Options {
 	}
 }
 
-// ParsePreemption reads a --preemption value: FirstGPU, Rank or Never.
+// ParsePreemption reads a --preemption value: FirstGPU, Rank or Never (queue.ParsePolicy).
 func ParsePreemption(s string) (queue.Policy, error) {
-	switch strings.ToLower(s) {
-	case "firstgpu":
-		return queue.PreemptFirstGPU, nil
-	case "rank":
-		return queue.PreemptRank, nil
-	case "never":
-		return queue.PreemptNever, nil
+	p, err := queue.ParsePolicy(s)
+	if err != nil {
+		return 0, fmt.Errorf("--%w", err)
 	}
-	return 0, fmt.Errorf("--preemption must be FirstGPU, Rank or Never, not %q", s)
+	return p, nil
 }

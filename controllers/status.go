@@ -7,33 +7,6 @@ import (
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 )
 
-// ConditionDisrupted is True while a job waits again because its pod was lost to its node (node
-// deleted or NotReady, kubelet eviction, drain): not its owner's doing.
-const ConditionDisrupted = "Disrupted"
-
-// Condition reasons.
-const (
-	ReasonWaiting          = "Waiting"
-	ReasonSuspended        = "Suspended"
-	ReasonPodCreated       = "PodCreated"
-	ReasonPodRunning       = "PodRunning"
-	ReasonPodPending       = "PodPending"
-	ReasonSucceeded        = "Succeeded"
-	ReasonFailed           = "Failed"
-	ReasonDeadlineExceeded = "DeadlineExceeded"
-	ReasonPodDeleted       = "PodDeleted"
-	ReasonAdmitted         = "Admitted"
-	ReasonFinished         = "Finished"
-	ReasonPreempted        = "Preempted"
-	ReasonReadmitted       = "Readmitted"
-	// ReasonPodEnded voids a preemption whose victim ended on its own before it was stopped.
-	ReasonPodEnded = "PodEnded"
-	// ReasonInvalidSpec fails a job whose stored spec the queue cannot run (see jobView.invalid).
-	ReasonInvalidSpec = "InvalidSpec"
-	// ReasonNodeLost is the Disrupted condition's reason.
-	ReasonNodeLost = "NodeLost"
-)
-
 // One setter per condition type, so that each condition is written in one place.
 
 func setCondition(st *cvlabv1alpha1.CvlabJobStatus, typ string, on bool, reason, msg string, gen int64, now metav1.Time) {
@@ -81,19 +54,30 @@ func setPreempted(st *cvlabv1alpha1.CvlabJobStatus, on bool, reason, msg string,
 
 // setDisrupted records whether the job waits again because its node lost its pod.
 func setDisrupted(st *cvlabv1alpha1.CvlabJobStatus, on bool, reason, msg string, gen int64, now metav1.Time) {
-	setCondition(st, ConditionDisrupted, on, reason, msg, gen, now)
+	setCondition(st, cvlabv1alpha1.ConditionDisrupted, on, reason, msg, gen, now)
 }
 
-// countDisruption counts a pod lost to its node. Until the API has a field of its own for it
-// (status.disruptions), it is counted with the evictions in status.preemptions; the Disrupted
-// condition tells them apart.
+// countDisruption counts a pod lost to its node (status.disruptions, apart from preemptions).
 func countDisruption(st *cvlabv1alpha1.CvlabJobStatus) {
-	st.Preemptions++
+	st.Disruptions++
 }
 
 // setFinished records that the job ended, and how.
 func setFinished(st *cvlabv1alpha1.CvlabJobStatus, reason, msg string, gen int64, now metav1.Time) {
 	setCondition(st, cvlabv1alpha1.ConditionFinished, true, reason, msg, gen, now)
+}
+
+// setStalled records whether the job failed, for kstatus (Flux's health checks), which computes a
+// Stalled=True object as Failed whatever its other conditions say; reason and msg are the
+// Finished condition's. kstatus reads an absent Stalled as False ("abnormality-true"), so a job
+// that has not failed has none: no condition to write to every job, and the Ready condition
+// decides (Current when True, InProgress when False).
+func setStalled(st *cvlabv1alpha1.CvlabJobStatus, on bool, reason, msg string, gen int64, now metav1.Time) {
+	if on {
+		setCondition(st, cvlabv1alpha1.ConditionStalled, true, reason, msg, gen, now)
+	} else if meta.FindStatusCondition(st.Conditions, cvlabv1alpha1.ConditionStalled) != nil {
+		meta.RemoveStatusCondition(&st.Conditions, cvlabv1alpha1.ConditionStalled)
+	}
 }
 
 // IsFinished tells whether a job's status is terminal.
@@ -111,7 +95,8 @@ func statusEqual(a, b *cvlabv1alpha1.CvlabJobStatus) bool {
 	}
 	if a.Phase != b.Phase || !int32PtrEqual(a.QueuePosition, b.QueuePosition) || !int32PtrEqual(a.Rank, b.Rank) ||
 		a.UserGPUs != b.UserGPUs || a.PodName != b.PodName || a.Admissions != b.Admissions ||
-		a.Preemptions != b.Preemptions || !a.AdmittedAt.Equal(b.AdmittedAt) || !a.StartTime.Equal(b.StartTime) ||
+		a.Preemptions != b.Preemptions || a.Disruptions != b.Disruptions || a.Node != b.Node ||
+		a.WaitingReason != b.WaitingReason || !a.BackoffUntil.Equal(b.BackoffUntil) || a.ReservedNode != b.ReservedNode || !a.AdmittedAt.Equal(b.AdmittedAt) || !a.StartTime.Equal(b.StartTime) ||
 		!a.CompletionTime.Equal(b.CompletionTime) || a.Message != b.Message ||
 		a.ObservedGeneration != b.ObservedGeneration || len(a.Conditions) != len(b.Conditions) {
 		return false

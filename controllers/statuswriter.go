@@ -10,11 +10,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 )
 
 // DefaultStatusQPS bounds the background writes of waiting jobs' positions (--status-qps).
@@ -55,7 +58,10 @@ const (
 // Two writes of the same job never overlap (busy), so that each is a merge patch from what the
 // previous one wrote.
 type statusWriter struct {
-	r       *QueueReconciler
+	client   client.Client
+	recorder events.EventRecorder
+	// wake asks the decision loop for a decision (after a failed write).
+	wake    func()
 	limiter flowcontrol.RateLimiter
 	// now and after are the loop's clock (a fake one in tests).
 	now   func() time.Time
@@ -76,6 +82,14 @@ type statusWriter struct {
 	busy map[types.UID]bool
 	// creating counts the decisions creating pods right now (0 or 1).
 	creating int
+
+	// written is the last status written per job: the operator is the only writer of status, so
+	// it is newer than what a lagging cache shows. Guarded by writtenMu.
+	written   map[types.UID]*cvlabv1alpha1.CvlabJobStatus
+	writtenMu sync.Mutex
+	// shown are the positions of the last decision not written yet (for the dashboard); touched
+	// by the decision loop only.
+	shown map[types.UID]*cvlabv1alpha1.CvlabJobStatus
 }
 
 // statusWrite is one status change to write; order puts the front of the queue first.
@@ -96,17 +110,22 @@ type statusWrite struct {
 
 func (w *statusWrite) key() string { return w.job.Namespace + "/" + w.job.Name }
 
-func newStatusWriter(r *QueueReconciler, qps float64) *statusWriter {
+func newStatusWriter(c client.Client, recorder events.EventRecorder, clk clock.Clock, qps float64, wake func()) *statusWriter {
 	if qps <= 0 {
 		qps = DefaultStatusQPS
 	}
-	w := &statusWriter{
-		r: r, limiter: flowcontrol.NewTokenBucketRateLimiter(float32(qps), max(int(qps), 1)),
-		now:   r.opts.Clock.Now,
-		after: func(d time.Duration, f func()) { time.AfterFunc(d, f) },
-		phase: map[types.UID]*statusWrite{}, busy: map[types.UID]bool{},
+	if clk == nil {
+		clk = clock.RealClock{}
 	}
-	if c, ok := r.opts.Clock.(clock.WithDelayedExecution); ok {
+	w := &statusWriter{
+		client: c, recorder: recorder, wake: wake,
+		limiter: flowcontrol.NewTokenBucketRateLimiter(float32(qps), max(int(qps), 1)),
+		now:     clk.Now,
+		after:   func(d time.Duration, f func()) { time.AfterFunc(d, f) },
+		phase:   map[types.UID]*statusWrite{}, busy: map[types.UID]bool{},
+		written: map[types.UID]*cvlabv1alpha1.CvlabJobStatus{}, shown: map[types.UID]*cvlabv1alpha1.CvlabJobStatus{},
+	}
+	if c, ok := clk.(clock.WithDelayedExecution); ok {
 		w.after = func(d time.Duration, f func()) { c.AfterFunc(d, f) }
 	}
 	w.cond = sync.NewCond(&w.mu)
@@ -184,6 +203,13 @@ func (w *statusWriter) forget(exists func(types.UID) bool) {
 	for uid := range w.phase {
 		if !exists(uid) {
 			delete(w.phase, uid)
+		}
+	}
+	w.writtenMu.Lock()
+	defer w.writtenMu.Unlock()
+	for uid := range w.written {
+		if !exists(uid) {
+			delete(w.written, uid)
 		}
 	}
 }
@@ -349,7 +375,7 @@ func (w *statusWriter) runPositions(ctx context.Context) {
 		}
 		if err := w.write(ctx, sw, writePosition); err != nil {
 			// Not written: a decision soon computes it again.
-			time.AfterFunc(retryAfterErrors, w.r.wakeUp)
+			time.AfterFunc(retryAfterErrors, w.wake)
 		}
 		w.release(sw.job.UID)
 	}
@@ -358,9 +384,8 @@ func (w *statusWriter) runPositions(ctx context.Context) {
 // write patches one job's status from what was last written (or what the decision saw), then
 // tells of a phase change in an event.
 func (w *statusWriter) write(ctx context.Context, sw *statusWrite, kind string) error {
-	r := w.r
 	base := sw.cur
-	if cur, ok := r.lastWritten(sw.job.UID); ok {
+	if cur, ok := w.lastWritten(sw.job.UID); ok {
 		base = cur
 	}
 	if kind == writePosition && base.Phase != sw.want.Phase && base.Phase != "" {
@@ -369,16 +394,16 @@ func (w *statusWriter) write(ctx context.Context, sw *statusWrite, kind string) 
 	if statusEqual(base, sw.want) {
 		return nil // written already
 	}
-	if err := r.patchStatus(ctx, sw.job, sw.invalid, base, sw.want); err != nil {
+	if err := w.patch(ctx, sw.job, sw.invalid, base, sw.want); err != nil {
 		log.FromContext(ctx).V(1).Info("status write failed", "job", sw.key(), "kind", kind, "error", err.Error())
 		return err
 	}
 	metricStatusWrites.WithLabelValues(kind).Inc()
 	log.FromContext(ctx).V(2).Info("status written", "job", sw.key(), "kind", kind, "from", base.Phase, "to", sw.want.Phase)
-	r.setWritten(sw.job.UID, sw.want)
-	r.recordPhaseEvent(sw.job, base, sw.want)
-	if sw.disruption != "" && r.recorder != nil {
-		r.recorder.Eventf(sw.job, nil, corev1.EventTypeWarning, "Disrupted", "Requeue", "%s; back in the queue", sw.disruption)
+	w.setWritten(sw.job.UID, sw.want)
+	w.recordPhaseEvent(sw.job, base, sw.want)
+	if sw.disruption != "" && w.recorder != nil {
+		w.recorder.Eventf(sw.job, nil, corev1.EventTypeWarning, cvlabv1alpha1.EventDisrupted, "Requeue", "%s; back in the queue", sw.disruption)
 	}
 	if sw.want.Phase == cvlabv1alpha1.PhaseRunning && base.Phase != cvlabv1alpha1.PhaseRunning && sw.want.StartTime != nil {
 		metricWait.Observe(sw.want.StartTime.Sub(sw.job.CreationTimestamp.Time).Seconds())
@@ -391,10 +416,10 @@ func (w *statusWriter) write(ctx context.Context, sw *statusWrite, kind string) 
 // and messages alone, the job staying in its phase. A running job's rank and GPU ordinals move
 // whenever a job ahead of it or of its owner starts or ends: written at once, those were most of
 // the status writes of a busy queue.
-func deferrable(v *jobView, want *cvlabv1alpha1.CvlabJobStatus) bool {
-	cur := v.cur
+func deferrable(v *observe.Job, want *cvlabv1alpha1.CvlabJobStatus) bool {
+	cur := v.Cur
 	switch {
-	case v.evicted:
+	case v.Evicted:
 		return false
 	case cur.Phase == "" && want.Phase == cvlabv1alpha1.PhaseQueued:
 		return true
@@ -411,4 +436,60 @@ func deferrable(v *jobView, want *cvlabv1alpha1.CvlabJobStatus) bool {
 		}
 	}
 	return statusEqual(&n, cur)
+}
+
+// lastWritten is the status last written for a job, if any.
+func (w *statusWriter) lastWritten(uid types.UID) (*cvlabv1alpha1.CvlabJobStatus, bool) {
+	w.writtenMu.Lock()
+	defer w.writtenMu.Unlock()
+	st, ok := w.written[uid]
+	return st, ok
+}
+
+// setWritten records a status that landed.
+func (w *statusWriter) setWritten(uid types.UID, st *cvlabv1alpha1.CvlabJobStatus) {
+	w.writtenMu.Lock()
+	defer w.writtenMu.Unlock()
+	w.written[uid] = st
+}
+
+// current is the operator's latest word on a job's status: being written, written, or the cache's.
+// The operator is the only writer of status, so its own word is newer than the cache's.
+func (w *statusWriter) current(job *cvlabv1alpha1.CvlabJob) *cvlabv1alpha1.CvlabJobStatus {
+	if st, ok := w.intended(job.UID); ok {
+		return st
+	}
+	if st, ok := w.lastWritten(job.UID); ok {
+		return st
+	}
+	return &job.Status
+}
+
+// base is the job's status as the API server has it: the last one written, or the cache's.
+func (w *statusWriter) base(job *cvlabv1alpha1.CvlabJob) *cvlabv1alpha1.CvlabJobStatus {
+	if st, ok := w.lastWritten(job.UID); ok {
+		return st
+	}
+	return &job.Status
+}
+
+// show notes a position write handed over but not written yet, and clearShown forgets them at
+// the start of the next decision's hand-over.
+func (w *statusWriter) show(uid types.UID, st *cvlabv1alpha1.CvlabJobStatus) { w.shown[uid] = st }
+
+func (w *statusWriter) clearShown() { clear(w.shown) }
+
+// status is the job's status after the last decision, for the dashboard: its new position being
+// written in the background, its new phase being written, the last written, or cur.
+func (w *statusWriter) status(job *cvlabv1alpha1.CvlabJob, cur *cvlabv1alpha1.CvlabJobStatus) *cvlabv1alpha1.CvlabJobStatus {
+	if st, ok := w.shown[job.UID]; ok {
+		return st
+	}
+	if st, ok := w.intended(job.UID); ok {
+		return st
+	}
+	if st, ok := w.lastWritten(job.UID); ok {
+		return st
+	}
+	return cur
 }

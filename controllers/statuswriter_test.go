@@ -10,6 +10,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 )
 
 // writeOf makes a status write of job name (uid = name) to phase, with a message to tell writes
@@ -96,7 +97,7 @@ func TestStatusWriterQueue(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			clk := clocktesting.NewFakeClock(time.Date(2026, 11, 29, 9, 0, 0, 0, time.UTC))
-			w := newStatusWriter(&QueueReconciler{opts: Options{Clock: clk}}, 100)
+			w := newStatusWriter(nil, nil, clk, 100, func() {})
 			for _, d := range tc.decisions {
 				w.submit(d.phase, d.positions)
 			}
@@ -134,7 +135,7 @@ func TestStatusWriterQueue(t *testing.T) {
 // TestStatusWriterIntended checks what the loop decides from while a phase change is pending, and
 // that an inline write (an eviction) supersedes it.
 func TestStatusWriterIntended(t *testing.T) {
-	w := newStatusWriter(&QueueReconciler{opts: Options{Clock: clocktesting.NewFakeClock(time.Now())}}, 100)
+	w := newStatusWriter(nil, nil, clocktesting.NewFakeClock(time.Now()), 100, func() {})
 	w.submit([]*statusWrite{writeOf("a", cvlabv1alpha1.PhaseRunning, "running", 0)},
 		[]*statusWrite{writeOf("b", cvlabv1alpha1.PhaseQueued, "b #1", 1)})
 	if st, ok := w.intended("a"); !ok || st.Phase != cvlabv1alpha1.PhaseRunning {
@@ -166,12 +167,12 @@ func TestDeferrable(t *testing.T) {
 	t0 := metav1.NewTime(time.Date(2026, 11, 29, 9, 0, 0, 0, time.UTC))
 	running := func(rank int32, gpus, msg string) *cvlabv1alpha1.CvlabJobStatus {
 		st := &cvlabv1alpha1.CvlabJobStatus{Phase: cvlabv1alpha1.PhaseRunning, Rank: i32(rank), UserGPUs: gpus, Message: msg, Admissions: 1, PodName: "j-1"}
-		setRunning(st, true, ReasonPodRunning, msg, 1, t0)
+		setRunning(st, true, cvlabv1alpha1.ReasonPodRunning, msg, 1, t0)
 		return st
 	}
 	waiting := func(pos int32, msg string) *cvlabv1alpha1.CvlabJobStatus {
 		st := &cvlabv1alpha1.CvlabJobStatus{Phase: cvlabv1alpha1.PhaseQueued, QueuePosition: i32(pos), Rank: i32(pos + 10), Message: msg}
-		setQueued(st, true, ReasonWaiting, msg, 1, t0)
+		setQueued(st, true, cvlabv1alpha1.ReasonWaiting, msg, 1, t0)
 		return st
 	}
 	cases := map[string]struct {
@@ -191,7 +192,7 @@ func TestDeferrable(t *testing.T) {
 		"waiting job evicted back to the queue": {cur: waiting(4, "4th"), want: waiting(3, "3rd"), evicted: true},
 		"condition turns": {cur: running(3, "1", "x"), want: func() *cvlabv1alpha1.CvlabJobStatus {
 			st := running(3, "1", "x")
-			setRunning(st, false, ReasonPodPending, "x", 1, t0)
+			setRunning(st, false, cvlabv1alpha1.ReasonPodPending, "x", 1, t0)
 			return st
 		}()},
 		"admission count changes": {cur: running(3, "1", "x"), want: func() *cvlabv1alpha1.CvlabJobStatus {
@@ -202,7 +203,7 @@ func TestDeferrable(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			v := &jobView{cur: tc.cur, evicted: tc.evicted}
+			v := &observe.Job{Cur: tc.cur, Evicted: tc.evicted}
 			if got := deferrable(v, tc.want); got != tc.deferred {
 				t.Errorf("deferrable = %v, want %v", got, tc.deferred)
 			}
@@ -214,7 +215,7 @@ func TestDeferrable(t *testing.T) {
 // being written waits for it as a rate-limited position write, not as a second phase write.
 func TestStatusWriterPositionBehindWrite(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 29, 9, 0, 0, 0, time.UTC))
-	w := newStatusWriter(&QueueReconciler{opts: Options{Clock: clk}}, 100)
+	w := newStatusWriter(nil, nil, clk, 100, func() {})
 	w.submit([]*statusWrite{writeOf("a", cvlabv1alpha1.PhaseAdmitted, "admitted", 0)}, nil)
 	if _, ok := w.takePhase(clk.Now()); !ok {
 		t.Fatal("the admission was not taken")

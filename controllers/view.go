@@ -6,31 +6,23 @@ import (
 	"time"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
 )
 
 // status is the job's status after this decision: what is being written, what was written, or
-// what was already there.
-func (r *QueueReconciler) status(v *jobView) *cvlabv1alpha1.CvlabJobStatus {
-	if w, ok := r.shown[v.job.UID]; ok {
-		return w // its new position, being written in the background
-	}
-	if w, ok := r.writer.intended(v.job.UID); ok {
-		return w // its new phase, being written
-	}
-	if w, ok := r.lastWritten(v.job.UID); ok {
-		return w
-	}
-	return v.cur
+// what was already there (the status writer knows).
+func (r *QueueReconciler) status(v *observe.Job) *cvlabv1alpha1.CvlabJobStatus {
+	return r.writer.status(v.Job, v.Cur)
 }
 
 // publish records the outcome of a decision: metrics, and the snapshot the dashboard serves.
-func (r *QueueReconciler) publish(obs *observation, d queue.Decision, s queue.Snapshot, now time.Time) {
-	snap := &queueview.Snapshot{Time: now, NodeAware: obs.cluster.nodeAware, Foreign: obs.cluster.foreign}
+func (r *QueueReconciler) publish(obs *observe.Observation, d queue.Decision, s queue.Snapshot, now time.Time) {
+	snap := &queueview.Snapshot{Time: now, NodeAware: obs.Cluster.NodeAware, Foreign: obs.Cluster.Foreign}
 
 	// Capacity: Ready GPU nodes (or the pool), bounded by --gpu-capacity, less foreign pods.
-	if obs.cluster.nodeAware {
+	if obs.Cluster.NodeAware {
 		for _, n := range s.Nodes {
 			snap.Capacity += n.GPUs
 		}
@@ -52,12 +44,12 @@ func (r *QueueReconciler) publish(obs *observation, d queue.Decision, s queue.Sn
 		return u
 	}
 	usedOn := map[string]int32{}
-	jobOf := func(v *jobView) queueview.Job {
+	jobOf := func(v *observe.Job) queueview.Job {
 		st := r.status(v)
 		j := queueview.Job{
-			Namespace: v.job.Namespace, Name: v.job.Name, User: v.job.Spec.User, GPUs: v.job.Spec.GPUs,
-			UserGPUs: st.UserGPUs, Priority: v.job.Spec.Priority, Phase: string(st.Phase), Node: v.node,
-			Since: v.job.CreationTimestamp.Time, Message: st.Message, Preemptions: st.Preemptions,
+			Namespace: v.Job.Namespace, Name: v.Job.Name, User: v.Job.Spec.User, GPUs: v.Job.Spec.GPUs,
+			UserGPUs: st.UserGPUs, Priority: v.Job.Spec.Priority, Phase: string(st.Phase), Node: v.Node,
+			Since: v.Job.CreationTimestamp.Time, Message: st.Message, Preemptions: st.Preemptions,
 		}
 		if st.StartTime != nil && st.Phase == cvlabv1alpha1.PhaseRunning {
 			j.Since = st.StartTime.Time
@@ -70,11 +62,11 @@ func (r *QueueReconciler) publish(obs *observation, d queue.Decision, s queue.Sn
 		}
 		return j
 	}
-	for _, v := range obs.views {
+	for _, v := range obs.Views {
 		phases[string(r.status(v).Phase)]++
 	}
 	var cumulative int32
-	byKey := obs.byKey
+	byKey := obs.ByKey
 	for _, e := range d.Order {
 		v := byKey[e.Key]
 		j := jobOf(v)
@@ -93,9 +85,9 @@ func (r *QueueReconciler) publish(obs *observation, d queue.Decision, s queue.Sn
 			u.WaitingGPUs += j.GPUs
 		}
 	}
-	for _, v := range obs.views { // active CPU-only jobs after the GPU order
+	for _, v := range obs.Views { // active CPU-only jobs after the GPU order
 		st := r.status(v)
-		if v.job.Spec.GPUs == 0 && !IsFinished(st) && st.Phase != cvlabv1alpha1.PhaseSuspended {
+		if v.Job.Spec.GPUs == 0 && !IsFinished(st) && st.Phase != cvlabv1alpha1.PhaseSuspended {
 			j := jobOf(v)
 			j.InCapacity = true
 			snap.Jobs = append(snap.Jobs, j)
@@ -110,7 +102,7 @@ func (r *QueueReconciler) publish(obs *observation, d queue.Decision, s queue.Sn
 		}
 		return cmp.Compare(a.User, b.User)
 	})
-	if obs.cluster.nodeAware {
+	if obs.Cluster.NodeAware {
 		for _, n := range s.Nodes {
 			foreign := n.Busy - n.Terminating
 			snap.Nodes = append(snap.Nodes, queueview.Node{Name: n.Name, GPUs: n.GPUs, Used: usedOn[n.Name] + n.Terminating,

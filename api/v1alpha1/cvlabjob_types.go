@@ -235,8 +235,15 @@ const (
 	// once it succeeded; False while it waits, is suspended or starting, and when it failed.
 	ConditionReady = "Ready"
 	// ConditionFinished is True once the job ended; its reason says how
-	// (Succeeded, Failed, DeadlineExceeded, PodDeleted).
+	// (Succeeded, Failed, DeadlineExceeded, PodDeleted, InvalidSpec).
 	ConditionFinished = "Finished"
+	// ConditionStalled is True once the job failed, with the Finished condition's reason and
+	// message; absent otherwise. kstatus (Flux health checks) computes a Stalled=True object as
+	// Failed.
+	ConditionStalled = "Stalled"
+	// ConditionDisrupted is True while a job waits again because its pod was lost to its node
+	// (node deleted or NotReady, kubelet eviction, drain): not its owner's doing.
+	ConditionDisrupted = "Disrupted"
 )
 
 // CvlabJobStatus is the queue's view of the job. Only the operator writes it.
@@ -273,6 +280,32 @@ type CvlabJobStatus struct {
 	// +optional
 	Preemptions int32 `json:"preemptions,omitempty"`
 
+	// disruptions counts how many times the job's pod was lost to its node (node deleted or
+	// NotReady, kubelet eviction, drain) and the job went back to the queue. Not counted in
+	// preemptions, and not held against the job.
+	// +optional
+	Disruptions int32 `json:"disruptions,omitempty"`
+
+	// node is the node of the job's current pod (Admitted and Running jobs), as placed by the
+	// queue or as the scheduler bound it.
+	// +optional
+	Node string `json:"node,omitempty"`
+
+	// waitingReason says why a Queued or Suspended job waits: NoGPUsFree, NoNodeFits, NeverFits,
+	// HeadOfLine, Reserved, BackingOff, QuotaExceeded or Suspended. Absent when the job does not
+	// wait, or waits only for the next decision.
+	// +optional
+	WaitingReason WaitingReason `json:"waitingReason,omitempty"`
+
+	// backoffUntil is when a job whose start failed is tried again (waitingReason BackingOff).
+	// +optional
+	BackoffUntil *metav1.Time `json:"backoffUntil,omitempty"`
+
+	// reservedNode is the node whose GPUs are promised to this waiting job: it preempted
+	// lower-ranked jobs there, or waits for GPUs being freed there (waitingReason Reserved).
+	// +optional
+	ReservedNode string `json:"reservedNode,omitempty"`
+
 	// admittedAt is when the job was last admitted.
 	// +optional
 	AdmittedAt *metav1.Time `json:"admittedAt,omitempty"`
@@ -290,8 +323,8 @@ type CvlabJobStatus struct {
 	// +optional
 	Message string `json:"message,omitempty"`
 
-	// conditions are Ready (for GitOps health checks), Queued, Admitted, Running, Preempted and
-	// Finished.
+	// conditions are Ready (for GitOps health checks), Queued, Admitted, Running, Preempted,
+	// Disrupted, Finished and Stalled (True once the job failed, for kstatus).
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -185,6 +185,10 @@ func (in *CvlabJobStatus) DeepCopyInto(out *CvlabJobStatus) {
 		*out = new(int32)
 		**out = **in
 	}
+	if in.BackoffUntil != nil {
+		in, out := &in.BackoffUntil, &out.BackoffUntil
+		*out = (*in).DeepCopy()
+	}
 	if in.AdmittedAt != nil {
 		in, out := &in.AdmittedAt, &out.AdmittedAt
 		*out = (*in).DeepCopy()

@@ -63,7 +63,7 @@ func TestClusterFaults(t *testing.T) {
 		}
 		k.releaseDeletion(namespace, p.Name)
 		j := e.waitPhase("deleted-by-person", 20*time.Second, cvlabv1alpha1.PhaseFailed)
-		if c := meta.FindStatusCondition(j.Status.Conditions, cvlabv1alpha1.ConditionFinished); c == nil || c.Reason != controllers.ReasonPodDeleted {
+		if c := meta.FindStatusCondition(j.Status.Conditions, cvlabv1alpha1.ConditionFinished); c == nil || c.Reason != cvlabv1alpha1.ReasonPodDeleted {
 			t.Errorf("finished with %+v, want reason PodDeleted", c)
 		}
 	})
@@ -145,7 +145,7 @@ func TestClusterFaults(t *testing.T) {
 		e := e.with(t)
 		storeInvalid(e, "negative-gpus", int64(-1))
 		j := e.waitPhase("negative-gpus", 30*time.Second, cvlabv1alpha1.PhaseFailed)
-		if c := meta.FindStatusCondition(j.Status.Conditions, cvlabv1alpha1.ConditionFinished); c == nil || c.Reason != controllers.ReasonInvalidSpec ||
+		if c := meta.FindStatusCondition(j.Status.Conditions, cvlabv1alpha1.ConditionFinished); c == nil || c.Reason != cvlabv1alpha1.ReasonInvalidSpec ||
 			!strings.Contains(j.Status.Message, "spec.gpus is -1") {
 			t.Errorf("the status does not say what is wrong: %q (%+v)", j.Status.Message, c)
 		}
@@ -227,12 +227,12 @@ func (e *env) rerunsElsewhere(name string, first *corev1.Pod, why string, nodeLo
 	if nodeLost && p.Spec.NodeName == first.Spec.NodeName {
 		e.t.Errorf("job %s runs again on node %s, which was lost", name, p.Spec.NodeName)
 	}
-	cond := meta.FindStatusCondition(j.Status.Conditions, controllers.ConditionDisrupted)
+	cond := meta.FindStatusCondition(j.Status.Conditions, cvlabv1alpha1.ConditionDisrupted)
 	if cond == nil || !strings.Contains(cond.Message, first.Name) {
 		e.t.Fatalf("job %s: no Disrupted condition naming pod %s: %+v", name, first.Name, j.Status.Conditions)
 	}
-	if j.Status.Preemptions != 1 {
-		e.t.Errorf("job %s counts %d disruptions (status.preemptions), want 1", name, j.Status.Preemptions)
+	if j.Status.Disruptions != 1 || j.Status.Preemptions != 0 {
+		e.t.Errorf("job %s counts %d disruptions and %d preemptions, want 1 and 0", name, j.Status.Disruptions, j.Status.Preemptions)
 	}
 	e.t.Logf("%s: requeued and running again as %s on %s; Disrupted: %s", why, p.Name, p.Spec.NodeName, cond.Message)
 }

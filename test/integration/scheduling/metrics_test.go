@@ -112,8 +112,8 @@ var _ = Describe("Prometheus metrics", func() {
 			g.Expect(value(after, "cvlab_jobs", map[string]string{"phase": "Queued"})).To(Equal(2.0))
 			g.Expect(value(after, "cvlab_queue_waiting_jobs", nil)).To(Equal(2.0))
 			g.Expect(value(after, "cvlab_admissions_total", nil) - value(before, "cvlab_admissions_total", nil)).To(Equal(3.0))
-			g.Expect(value(after, "cvlab_preemptions_total", map[string]string{"reason": "FirstGPU"}) -
-				value(before, "cvlab_preemptions_total", map[string]string{"reason": "FirstGPU"})).To(Equal(1.0))
+			g.Expect(value(after, "cvlab_preemptions_total", map[string]string{"policy": "FirstGPU"}) -
+				value(before, "cvlab_preemptions_total", map[string]string{"policy": "FirstGPU"})).To(Equal(1.0))
 			g.Expect(value(after, "cvlab_job_wait_seconds", nil) - value(before, "cvlab_job_wait_seconds", nil)).To(Equal(2.0))
 			g.Expect(value(after, "cvlab_decision_duration_seconds", nil)).To(BeNumerically(">", value(before, "cvlab_decision_duration_seconds", nil)))
 			// bob-1 and bob-2 admitted and started, bob-2 evicted, carol-1 admitted: phase writes.

@@ -1,0 +1,86 @@
+package controllers
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
+)
+
+// publisher writes what the operator decides with (its settings, the head of the line and since
+// when) into the ConfigMap observe.PublishedName of its namespace, so that `kubectl cvlab why`
+// reads it with a user's rights instead of guessing the operator's flags. The decision loop hands
+// it the latest value; it writes in the background (one server-side apply, only when the value
+// changed), newest value first, retried until it lands: a decision never waits for it.
+type publisher struct {
+	client    client.Client
+	namespace string
+
+	mu      sync.Mutex
+	latest  observe.Published
+	written map[string]string
+	kick    chan struct{}
+}
+
+func newPublisher(c client.Client, namespace string) *publisher {
+	return &publisher{client: c, namespace: namespace, kick: make(chan struct{}, 1)}
+}
+
+// set hands over the value of a decision.
+func (p *publisher) set(v observe.Published) {
+	p.mu.Lock()
+	p.latest = v
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run writes until ctx ends (a manager Runnable: on the leader only).
+func (p *publisher) run(ctx context.Context) error {
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.kick:
+		case <-retry.C:
+		}
+		p.mu.Lock()
+		data := p.latest.Data()
+		p.mu.Unlock()
+		if mapsEqual(data, p.written) {
+			continue
+		}
+		cm := corev1ac.ConfigMap(observe.PublishedName, p.namespace).
+			WithLabels(map[string]string{"app.kubernetes.io/name": "cvlab-queue"}).WithData(data)
+		if err := p.client.Apply(ctx, cm, FieldOwner, client.ForceOwnership); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			log.FromContext(ctx).V(1).Info("publishing the queue's settings failed; retrying", "error", err.Error())
+			retry.Reset(2 * time.Second)
+			continue
+		}
+		p.written = data
+	}
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) || a == nil != (b == nil) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
