@@ -154,8 +154,14 @@ func Observe(in Input) *Observation {
 		if uid, ok := JobOf(p); ok {
 			if _, ok := obs.byUID[uid]; ok {
 				podsOf[uid] = append(podsOf[uid], p)
-			} else if p.DeletionTimestamp == nil {
-				obs.ToDelete = append(obs.ToDelete, p) // its job is gone
+				continue
+			}
+			// Its job is gone: it is stopped, and holds its GPUs until it is gone too.
+			if p.DeletionTimestamp == nil {
+				obs.ToDelete = append(obs.ToDelete, p)
+			}
+			if !cluster.PodFinished(p) {
+				obs.Cluster.stopping(p)
 			}
 			continue
 		}
@@ -321,7 +327,10 @@ func (obs *Observation) observeJob(job *cvlabv1alpha1.CvlabJob, cur *cvlabv1alph
 		v.FinishReason, v.FinishMsg = cvlabv1alpha1.ReasonFailed, PodFailure(v.Live)
 		if v.Live.Status.Reason == "DeadlineExceeded" {
 			v.FinishReason = cvlabv1alpha1.ReasonDeadlineExceeded
-			v.FinishMsg = fmt.Sprintf("pod %s was stopped after the job's timeout of %s", v.Live.Name, job.Spec.Timeout.Duration)
+			v.FinishMsg = fmt.Sprintf("pod %s was stopped after its deadline", v.Live.Name)
+			if t := job.Spec.Timeout; t != nil {
+				v.FinishMsg = fmt.Sprintf("pod %s was stopped after the job's timeout of %s", v.Live.Name, t.Duration)
+			}
 		}
 	case job.Spec.Suspend:
 		v.Phase = cvlabv1alpha1.PhaseSuspended
