@@ -46,6 +46,7 @@ func (p *publisher) set(v observe.Published) {
 func (p *publisher) run(ctx context.Context) error {
 	retry := time.NewTimer(0)
 	defer retry.Stop()
+	delay := time.Second
 	for {
 		select {
 		case <-ctx.Done():
@@ -65,10 +66,14 @@ func (p *publisher) run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			log.FromContext(ctx).V(1).Info("publishing the queue's settings failed; retrying", "error", err.Error())
-			retry.Reset(2 * time.Second)
+			// Retried with a growing delay (a namespace that does not exist, as when the manager runs
+			// outside the cluster, is not worth a request every second).
+			delay = min(2*delay, time.Minute)
+			log.FromContext(ctx).V(1).Info("publishing the queue's settings failed; retrying", "in", delay, "error", err.Error())
+			retry.Reset(delay)
 			continue
 		}
+		delay = time.Second
 		p.written = data
 	}
 }
