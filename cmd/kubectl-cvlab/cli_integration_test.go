@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -27,6 +30,7 @@ import (
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/controllers"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
+	"github.com/epfl-cvlab/cvlab-queue/internal/validation"
 	"github.com/epfl-cvlab/cvlab-queue/test/integration/framework"
 )
 
@@ -45,6 +49,33 @@ func TestCLI(t *testing.T) {
 
 const timeout = 20 * time.Second
 
+// options are the operator's settings in this test: published in the operator's default
+// namespace, with a --min-runtime that is not the default, which `kubectl cvlab` must learn from
+// the cluster alone.
+var options = controllers.Options{GPUCapacity: -1, MaxHeadWait: 30 * time.Minute, Preemption: queue.PreemptFirstGPU,
+	MinRuntime: 15 * time.Minute, PublishNamespace: validation.DefaultNamespace}
+
+// What `why` says of a waiting job: its position, rank and reason.
+var (
+	rePosition = regexp.MustCompile(`is waiting: position (\d+) of \d+ in the queue\.`)
+	reRank     = regexp.MustCompile(`(?m)^Rank (\d+) of \d+:`)
+	reReason   = regexp.MustCompile(`(?m)^Why it waits: (.*?)(?:: that job is first in line.*|\.)$`)
+)
+
+// explained is a waiting job as `why` explains it.
+func explained(out string) (rank, position int32, reason string) {
+	GinkgoHelper()
+	m := rePosition.FindStringSubmatch(out)
+	Expect(m).NotTo(BeNil(), "no position in:\n%s", out)
+	p, _ := strconv.Atoi(m[1])
+	m = reRank.FindStringSubmatch(out)
+	Expect(m).NotTo(BeNil(), "no rank in:\n%s", out)
+	r, _ := strconv.Atoi(m[1])
+	m = reReason.FindStringSubmatch(out)
+	Expect(m).NotTo(BeNil(), "no reason in:\n%s", out)
+	return int32(r), int32(p), m[1]
+}
+
 // result is one run of the plugin.
 type result struct {
 	out, err string
@@ -62,6 +93,7 @@ var _ = Describe("kubectl cvlab", Ordered, func() {
 		home    string
 		admin   string // kubeconfig of a cluster admin
 		ns      string
+		empty   string // an empty config file
 	)
 
 	// cvlab runs the plugin with a kubeconfig, a HOME and a config file of its own.
@@ -164,11 +196,15 @@ data:
 clusterUser: {name: alice, uid: 123456, groupName: cvlab, gid: 11166}
 `), 0o644)).To(Succeed())
 
+		empty = filepath.Join(dir, "empty.yaml")
+		Expect(os.WriteFile(empty, nil, 0o644)).To(Succeed())
+
 		fw.CreateGPUNode(ctx, node("n1"), 4)
 		fw.CreateGPUNode(ctx, node("n2"), 3)
 		fw.ForeignGPUPod(ctx, ns, "raw-1", node("n2"), 1)
-		stopMgr = fw.StartManager(controllers.Options{GPUCapacity: -1, MaxHeadWait: 30 * time.Minute,
-			Preemption: queue.PreemptFirstGPU, MinRuntime: 10 * time.Minute})
+		// The operator's namespace, where it publishes its settings.
+		Expect(fw.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: validation.DefaultNamespace}})).To(Succeed())
+		stopMgr = fw.StartManager(options)
 		DeferCleanup(func() {
 			if stopMgr != nil {
 				stopMgr()
@@ -270,6 +306,7 @@ clusterUser: {name: alice, uid: 123456, groupName: cvlab, gid: 11166}
 			"  Nodes: " + node("n1") + " 0 of 4 free, " + node("n2") + " 0 of 3 free (1 used by other pods).",
 			"  - 1 more GPU free on one node (" + node("n1") + " or " + node("n2") + ").",
 			"Preemption (--preemption=FirstGPU): it may evict " + ns + "/alice-a (rank 4, alice's 1st-4th GPUs) on node " + node("n1"),
+			"once that job has run --min-runtime (15m).", // the operator's, as it publishes it
 			"Operator's status: waiting: 0 GPUs free, needs 1; next in line; 1 GPU",
 		} {
 			Expect(out).To(ContainSubstring(l))
@@ -288,7 +325,32 @@ clusterUser: {name: alice, uid: 123456, groupName: cvlab, gid: 11166}
 		Expect(out).To(ContainSubstring(ns + "/alice-a is running on node " + node("n1")))
 		Expect(out).To(ContainSubstring("Timeout 2h: it is stopped at "))
 		Expect(out).To(ContainSubstring("It ranks beyond the capacity cut: with the jobs ranked above it, 8 GPUs are wanted and the queue can hold 6."))
-		Expect(ok("why", "alice-d", "--preemption=Never")).To(ContainSubstring("when " + ns + "/alice-a reaches its timeout"))
+		Expect(out).NotTo(ContainSubstring("Note:"))
+		out = ok("why", "alice-d", "--preemption=Never")
+		Expect(out).To(ContainSubstring("when " + ns + "/alice-a reaches its timeout"))
+		Expect(out).To(ContainSubstring("Note: the config's cluster section or flags override the operator's published settings: using " +
+			"--preemption=Never --min-runtime=15m --max-head-wait=30m (the operator runs --preemption=FirstGPU --min-runtime=15m --max-head-wait=30m)"))
+	})
+
+	It("decides with the operator's published settings: with an empty config, why says what the operator wrote in status", func() {
+		for _, name := range []string{"carol-c", "bob-e", "alice-d"} {
+			out := ok("why", name, "--config", empty, "-n", ns)
+			j, err := job(name)()
+			Expect(err).NotTo(HaveOccurred())
+			rank, position, reason := explained(out)
+			Expect(j.Status.Rank).To(HaveValue(Equal(rank)), name)
+			Expect(j.Status.QueuePosition).To(HaveValue(Equal(position)), name)
+			Expect(j.Status.Message).To(HavePrefix("waiting: "+reason+";"), name)
+			Expect(out).NotTo(ContainSubstring("Note:"), name)
+		}
+		Expect(ok("why", "carol-c", "--config", empty, "-n", ns)).To(ContainSubstring("once that job has run --min-runtime (15m)."))
+
+		// Without the operator's ConfigMap: its defaults, and a note saying why.
+		out := ok("why", "carol-c", "--config", empty, "-n", ns, "--operator-namespace", "nowhere")
+		Expect(out).To(ContainSubstring("once that job has run --min-runtime (10m)."))
+		Expect(out).To(ContainSubstring("Note: the operator's settings could not be read (ConfigMap nowhere/cvlab-queue-settings not found: " +
+			"the operator predates published settings, or runs in another namespace (see --operator-namespace)): using the operator's defaults, " +
+			"--preemption=FirstGPU --min-runtime=10m --max-head-wait=30m"))
 	})
 
 	It("shows who uses how many GPUs", func() {
@@ -362,6 +424,37 @@ TOTAL          7             2              4              3
 			g.Expect(rows).To(Equal([]string{"carol-c pos=1", "bob-b pos=-", "bob-e pos=2", "--cut--", "alice-a pos=-"}))
 			g.Expect(after).To(Equal([]string{"capacity 7 GPUs, 7 used (1 by other pods), 2 jobs waiting for 2 GPUs"}))
 		}, timeout).Should(Succeed())
+	})
+
+	It("knows the operator's head of the line and --max-head-wait from what it publishes, with an empty config", func() {
+		// The operator again, with a --max-head-wait of 2s: carol-c is first in line, and once it has
+		// waited 2s no job ranked below it starts before it.
+		stopMgr()
+		opts := options
+		opts.MaxHeadWait = 2 * time.Second
+		stopMgr = fw.StartManager(opts)
+		Eventually(func(g Gomega) {
+			j, err := job("bob-e")()
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(j.Status.WaitingReason).To(Equal(cvlabv1alpha1.WaitingHeadOfLine))
+		}, timeout).Should(Succeed())
+		Eventually(func(g Gomega) {
+			out := ok("why", "bob-e", "--config", empty, "-n", ns)
+			g.Expect(out).To(ContainSubstring("Why it waits: held behind " + ns + "/carol-c, which waits for 1 GPU: that job is first in line " +
+				"and has waited longer than --max-head-wait (2s), so no job ranked below it starts before it."))
+			g.Expect(out).NotTo(ContainSubstring("Note:"))
+		}, timeout).Should(Succeed())
+		for _, name := range []string{"carol-c", "bob-e"} {
+			out := ok("why", name, "--config", empty, "-n", ns)
+			j, err := job(name)()
+			Expect(err).NotTo(HaveOccurred())
+			rank, position, reason := explained(out)
+			Expect(j.Status.Rank).To(HaveValue(Equal(rank)), name)
+			Expect(j.Status.QueuePosition).To(HaveValue(Equal(position)), name)
+			Expect(j.Status.Message).To(HavePrefix("waiting: "+reason+";"), name)
+		}
+		Expect(ok("why", "carol-c", "--config", empty, "-n", ns)).To(
+			ContainSubstring("  It is first in line and has waited --max-head-wait (2s): no job ranked below it starts before it."))
 	})
 
 	// Last: it removes the CRD.

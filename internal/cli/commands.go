@@ -29,6 +29,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
+	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
+	"github.com/epfl-cvlab/cvlab-queue/internal/validation"
 )
 
 var scheme = runtime.NewScheme()
@@ -46,6 +49,7 @@ func mapper() meta.RESTMapper {
 	m.Add(corev1.SchemeGroupVersion.WithKind("Pod"), meta.RESTScopeNamespace)
 	m.Add(corev1.SchemeGroupVersion.WithKind("Node"), meta.RESTScopeRoot)
 	m.Add(corev1.SchemeGroupVersion.WithKind("Namespace"), meta.RESTScopeRoot)
+	m.Add(corev1.SchemeGroupVersion.WithKind("ConfigMap"), meta.RESTScopeNamespace)
 	return m
 }
 
@@ -57,10 +61,13 @@ type root struct {
 	configPath string
 	config     Config
 	now        func() time.Time
-	// settings flags (queue, why, top); applied over the config's cluster section.
+	// settings flags (queue, why, top); applied over the config's cluster section, which applies
+	// over the operator's published settings.
 	preemption, nodeSelector string
 	gpuCapacity              int32
 	minRuntime, maxHeadWait  time.Duration
+	// operatorNamespace is where the operator publishes its settings (queue, why, top).
+	operatorNamespace string
 }
 
 // NewCommand builds `kubectl cvlab`. The kubeconfig flags are kubectl's (--kubeconfig,
@@ -191,25 +198,29 @@ func (r *root) getJob(ctx context.Context, c *clients, name string) (*cvlabv1alp
 	return &j, nil
 }
 
-// addSettingsFlags adds the operator's flags that change its decisions.
+// addSettingsFlags adds the flags of the commands that decide: where the operator publishes its
+// settings, and the operator's flags that change its decisions, to override them.
 func (r *root) addSettingsFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&r.preemption, "preemption", "", "The operator's --preemption policy: FirstGPU, Rank or Never (default from the config file, else FirstGPU)")
-	fs.Int32Var(&r.gpuCapacity, "gpu-capacity", -1, "The operator's --gpu-capacity, if it runs with one")
+	fs.StringVar(&r.operatorNamespace, "operator-namespace", validation.DefaultNamespace,
+		"The operator's namespace, where it publishes its settings (ConfigMap "+observe.PublishedName+")")
+	fs.StringVar(&r.preemption, "preemption", "", "Override the operator's --preemption policy: FirstGPU, Rank or Never (default: the operator's published setting)")
+	fs.Int32Var(&r.gpuCapacity, "gpu-capacity", -1, "Override the operator's --gpu-capacity (default: the operator's published setting)")
 	fs.Lookup("gpu-capacity").DefValue = "" // "none", not -1, in the help
-	fs.StringVar(&r.nodeSelector, "gpu-node-selector", "", "The operator's --gpu-node-selector, if it runs with one")
-	fs.DurationVar(&r.minRuntime, "min-runtime", 0, "The operator's --min-runtime (default from the config file, else 10m)")
-	fs.DurationVar(&r.maxHeadWait, "max-head-wait", 0, "The operator's --max-head-wait (default from the config file, else 30m)")
+	fs.StringVar(&r.nodeSelector, "gpu-node-selector", "", "Override the operator's --gpu-node-selector (default: the operator's published setting)")
+	fs.DurationVar(&r.minRuntime, "min-runtime", 0, "Override the operator's --min-runtime (default: the operator's published setting)")
+	fs.DurationVar(&r.maxHeadWait, "max-head-wait", 0, "Override the operator's --max-head-wait (default: the operator's published setting)")
 }
 
-// settings are the config's cluster settings with the flags given over them.
-func (r *root) settings(cmd *cobra.Command) (Settings, error) {
-	s, err := r.config.Cluster.Settings()
+// settings are base (the operator's published settings, or its defaults) with the config's
+// cluster section, then the flags given, over them.
+func (r *root) settings(cmd *cobra.Command, base observe.Settings) (observe.Settings, error) {
+	s, err := r.config.Cluster.Apply(base)
 	if err != nil {
 		return s, err
 	}
 	fs := cmd.Flags()
 	if fs.Changed("preemption") {
-		p, err := ParsePolicy(r.preemption)
+		p, err := queue.ParsePolicy(r.preemption)
 		if err != nil {
 			return s, fmt.Errorf("--%w", err)
 		}
@@ -237,26 +248,38 @@ func (r *root) settings(cmd *cobra.Command) (Settings, error) {
 	return s, nil
 }
 
-// readCluster lists what the queue depends on, cluster-wide, as the operator does. Jobs must
-// be readable; pods and nodes are best effort.
-func (r *root) readCluster(ctx context.Context, c *clients) (Cluster, error) {
+// decideWith are the settings to decide with on what was read: the operator's published ones (its
+// defaults when they could not be read), overridden by the config's cluster section and the flags.
+func (r *root) decideWith(cmd *cobra.Command, cl Cluster) (observe.Settings, error) {
+	base := observe.DefaultSettings()
+	if cl.Published != nil {
+		base = cl.Published.Settings
+	}
+	return r.settings(cmd, base)
+}
+
+// readCluster lists what the queue depends on, cluster-wide, as the operator does, and reads
+// what the operator publishes in operatorNS. Jobs must be readable; pods, nodes and the published
+// settings are best effort.
+func readCluster(ctx context.Context, c client.Reader, installed func() (bool, error), operatorNS string) (Cluster, error) {
 	var cl Cluster
 	var jobs cvlabv1alpha1.CvlabJobList
-	if err := c.c.List(ctx, &jobs); err != nil {
+	if err := c.List(ctx, &jobs); err != nil {
 		if apierrors.IsForbidden(err) {
 			return cl, fmt.Errorf("%w (the queue is cluster-wide: reading it needs list on cvlabjobs in all namespaces)", Friendly(err, "", nil))
 		}
-		return cl, Friendly(err, "", c.installed)
+		return cl, Friendly(err, "", installed)
 	}
 	cl.Jobs = jobs.Items
+	cl.Published, cl.PublishedErr = readPublished(ctx, c, operatorNS)
 	var pods corev1.PodList
-	if err := c.c.List(ctx, &pods); err != nil {
+	if err := c.List(ctx, &pods); err != nil {
 		cl.PodsErr = err
 	} else {
 		cl.Pods = pods.Items
 	}
 	var nodes corev1.NodeList
-	if err := c.c.List(ctx, &nodes); err != nil {
+	if err := c.List(ctx, &nodes); err != nil {
 		cl.NodesErr = err
 	} else {
 		cl.Nodes = nodes.Items
@@ -264,16 +287,41 @@ func (r *root) readCluster(ctx context.Context, c *clients) (Cluster, error) {
 	return cl, nil
 }
 
-func (r *root) view(cmd *cobra.Command) (*View, *clients, error) {
-	s, err := r.settings(cmd)
+// readPublished reads what the operator publishes: the ConfigMap observe.PublishedName of its
+// namespace, which every authenticated user may read. The error says why it could not be.
+func readPublished(ctx context.Context, c client.Reader, ns string) (*observe.Published, error) {
+	name := ns + "/" + observe.PublishedName
+	var cm corev1.ConfigMap
+	if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: observe.PublishedName}, &cm); err != nil {
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil, fmt.Errorf("ConfigMap %s not found: the operator predates published settings, or runs in another namespace (see --operator-namespace)", name)
+		case apierrors.IsForbidden(err):
+			return nil, fmt.Errorf("reading ConfigMap %s is not allowed: %s", name, ErrorMessage(err))
+		}
+		return nil, fmt.Errorf("reading ConfigMap %s: %w", name, err)
+	}
+	p, err := observe.ParsePublished(cm.Data)
 	if err != nil {
+		return nil, fmt.Errorf("ConfigMap %s: %w", name, err)
+	}
+	return &p, nil
+}
+
+func (r *root) view(cmd *cobra.Command) (*View, *clients, error) {
+	// The flags are checked before anything is read.
+	if _, err := r.settings(cmd, observe.DefaultSettings()); err != nil {
 		return nil, nil, err
 	}
 	c, err := r.clients()
 	if err != nil {
 		return nil, nil, err
 	}
-	cl, err := r.readCluster(cmd.Context(), c)
+	cl, err := readCluster(cmd.Context(), c.c, c.installed, r.operatorNamespace)
+	if err != nil {
+		return nil, c, err
+	}
+	s, err := r.decideWith(cmd, cl)
 	if err != nil {
 		return nil, c, err
 	}
@@ -432,8 +480,9 @@ func (r *root) queueCommand() *cobra.Command {
 included), POS the place among waiting jobs (1 starts next). The line marks the capacity cut: the
 jobs above it fit in the GPUs the queue can hold; those below wait, or run but may be preempted.
 
-The ranks are computed by the operator's engine on the cluster's jobs, pods and nodes, with the
-operator's settings from the config file or the flags.`,
+The ranks are computed by the operator's own observation and engine on the cluster's jobs, pods and
+nodes, with the settings the operator publishes (ConfigMap ` + observe.PublishedName + ` in
+--operator-namespace); the config file's cluster section and the flags override them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch output {
@@ -471,13 +520,16 @@ func (r *root) whyCommand() *cobra.Command {
 		Long: `Explain a job from the operator's engine: its rank and the part of the rule that put it there, the
 GPUs free against those it needs and on which node it could fit, what would let it start (GPUs
 freed, a smaller size), whether it may preempt and whom, and an estimated start from the running
-jobs' timeouts. For running, finished or suspended jobs, it says so.`,
+jobs' timeouts. For running, finished or suspended jobs, it says so.
+
+It decides with the settings the operator publishes (ConfigMap ` + observe.PublishedName + ` in
+--operator-namespace), which the config file's cluster section and the flags override (what-if:
+--preemption=Never); a note says so when they differ, or when the operator's settings cannot be read.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: r.completeJobs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := r.settings(cmd)
-			if err != nil {
-				return err
+			if _, err := r.settings(cmd, observe.DefaultSettings()); err != nil {
+				return err // the flags are checked before anything is read
 			}
 			c, err := r.clients()
 			if err != nil {
@@ -487,7 +539,7 @@ jobs' timeouts. For running, finished or suspended jobs, it says so.`,
 			if err != nil {
 				return err
 			}
-			cl, err := r.readCluster(cmd.Context(), c)
+			cl, err := readCluster(cmd.Context(), c.c, c.installed, r.operatorNamespace)
 			if err != nil {
 				// Without the whole queue, the operator's own words are all there is.
 				fmt.Fprintf(r.streams.Out, "%s: phase %s. Operator's status: %s\n", Key(j), phaseOf(j), j.Status.Message)
@@ -495,6 +547,10 @@ jobs' timeouts. For running, finished or suspended jobs, it says so.`,
 			}
 			if !slices.ContainsFunc(cl.Jobs, func(x cvlabv1alpha1.CvlabJob) bool { return x.UID == j.UID }) {
 				cl.Jobs = append(cl.Jobs, *j) // created between the two reads
+			}
+			s, err := r.decideWith(cmd, cl)
+			if err != nil {
+				return err
 			}
 			_, err = io.WriteString(r.streams.Out, Explain(Observe(cl, s, r.now()), Key(j), r.me()))
 			return err

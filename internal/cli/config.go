@@ -6,18 +6,18 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 )
 
 // Config is the user's config file ($XDG_CONFIG_HOME/cvlab/config.yaml): defaults for submit,
-// and the operator's settings for queue, why and top. Every field is optional.
+// and overrides of the operator's settings for queue, why and top. Every field is optional.
 type Config struct {
 	// User is the owner of submitted jobs (--user); the OS user name when empty.
 	User string `json:"user,omitempty"`
@@ -29,11 +29,14 @@ type Config struct {
 	Data []cvlabv1alpha1.CvlabdataMount `json:"data,omitempty"`
 	// ClusterUser is the default --cluster-user, as in a CvlabJob's spec.clusterUser.
 	ClusterUser *cvlabv1alpha1.ClusterUser `json:"clusterUser,omitempty"`
-	// Cluster are the operator's flags, which the CLI cannot read from the cluster.
+	// Cluster overrides the settings the operator publishes (ConfigMap cvlab-queue-settings in its
+	// namespace), which queue, why and top otherwise decide with: for a what-if, or an operator
+	// that publishes none.
 	Cluster ClusterConfig `json:"cluster,omitzero"`
 }
 
-// ClusterConfig mirrors the operator's flags that change its decisions.
+// ClusterConfig mirrors the operator's flags that change its decisions; each key given overrides
+// the operator's published value.
 type ClusterConfig struct {
 	// Preemption is --preemption: FirstGPU (default), Rank or Never.
 	Preemption string `json:"preemption,omitempty"`
@@ -82,11 +85,16 @@ func LoadConfig(path string, required bool) (Config, error) {
 	return c, nil
 }
 
-// Settings turns the cluster section into the engine's settings, over the operator's defaults.
-func (c ClusterConfig) Settings() (Settings, error) {
-	s := DefaultSettings()
+// Settings are the cluster section over the operator's defaults.
+func (c ClusterConfig) Settings() (observe.Settings, error) {
+	return c.Apply(observe.DefaultSettings())
+}
+
+// Apply sets the section's keys over s (the operator's published settings, or its defaults): the
+// keys it leaves out keep their value in s.
+func (c ClusterConfig) Apply(s observe.Settings) (observe.Settings, error) {
 	if c.Preemption != "" {
-		p, err := ParsePolicy(c.Preemption)
+		p, err := queue.ParsePolicy(c.Preemption)
 		if err != nil {
 			return s, fmt.Errorf("cluster.preemption: %w", err)
 		}
@@ -119,17 +127,4 @@ func (c ClusterConfig) Settings() (Settings, error) {
 		*d.into = v
 	}
 	return s, nil
-}
-
-// ParsePolicy reads a --preemption value as the operator does: FirstGPU, Rank or Never.
-func ParsePolicy(s string) (queue.Policy, error) {
-	switch strings.ToLower(s) {
-	case "firstgpu":
-		return queue.PreemptFirstGPU, nil
-	case "rank":
-		return queue.PreemptRank, nil
-	case "never":
-		return queue.PreemptNever, nil
-	}
-	return 0, fmt.Errorf("preemption must be FirstGPU, Rank or Never, not %q", s)
 }

@@ -13,6 +13,7 @@ import (
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/internal/cluster"
+	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 )
 
 // t0 is "now" in the scenarios: 09:00 UTC (times print in the local zone, UTC in tests).
@@ -24,10 +25,38 @@ func TestMain(m *testing.M) {
 }
 
 // scenario builds a cluster the way the operator leaves it: jobs with their status, their pods,
-// nodes and foreign pods.
-type scenario struct{ c Cluster }
+// nodes and foreign pods, and what the operator publishes. Unless the scenario says otherwise
+// (c.Published set, or unpublished), the operator publishes the settings the test decides with,
+// and the head of the line given to firstInLine.
+type scenario struct {
+	c           Cluster
+	head        string
+	headSince   time.Time
+	unpublished bool
+}
 
 func newScenario() *scenario { return &scenario{} }
+
+// firstInLine publishes key as the operator's head of the line since ago.
+func (s *scenario) firstInLine(key string, ago time.Duration) *scenario {
+	s.head, s.headSince = key, t0.Add(-ago)
+	return s
+}
+
+// cluster is what the CLI reads, the operator publishing set unless the scenario says otherwise.
+func (s *scenario) cluster(set observe.Settings) Cluster {
+	c := s.c
+	if c.Published == nil && c.PublishedErr == nil && !s.unpublished {
+		c.Published = &observe.Published{Settings: set, Head: s.head, HeadSince: s.headSince}
+	}
+	return c
+}
+
+// unpublished makes the operator's published settings unreadable, for err (nil: no reason known).
+func unpublished(s *scenario, err error) *scenario {
+	s.c.Published, s.c.PublishedErr, s.unpublished = nil, err, true
+	return s
+}
 
 func (s *scenario) node(name string, gpus int64) *scenario {
 	q := *resource.NewQuantity(gpus, resource.DecimalSI)
@@ -70,6 +99,7 @@ func (s *scenario) running(node string, ago time.Duration) *scenario {
 	j.Status.Phase = cvlabv1alpha1.PhaseRunning
 	j.Status.StartTime = ptr.To(metav1.NewTime(t0.Add(-ago)))
 	j.Status.PodName = j.Name + "-1"
+	j.Status.Node = node
 	j.Status.Admissions = 1
 	s.c.Pods = append(s.c.Pods, corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: j.Namespace, Name: j.Name + "-1",
@@ -95,11 +125,25 @@ func message(m string) func(*cvlabv1alpha1.CvlabJob) {
 	return func(j *cvlabv1alpha1.CvlabJob) { j.Status.Message = m }
 }
 
+// backoffUntil holds a waiting job back after a failed start (status.backoffUntil).
+func backoffUntil(t time.Time) func(*cvlabv1alpha1.CvlabJob) {
+	return func(j *cvlabv1alpha1.CvlabJob) {
+		j.Status.WaitingReason, j.Status.BackoffUntil = cvlabv1alpha1.WaitingBackingOff, ptr.To(metav1.NewTime(t))
+	}
+}
+
+// reservedNode promises node's GPUs to a waiting job (status.reservedNode).
+func reservedNode(node string) func(*cvlabv1alpha1.CvlabJob) {
+	return func(j *cvlabv1alpha1.CvlabJob) {
+		j.Status.WaitingReason, j.Status.ReservedNode = cvlabv1alpha1.WaitingReserved, node
+	}
+}
+
 func phase(p cvlabv1alpha1.JobPhase) func(*cvlabv1alpha1.CvlabJob) {
 	return func(j *cvlabv1alpha1.CvlabJob) { j.Status.Phase = p }
 }
 
-func (s *scenario) view(set Settings) *View { return Observe(s.c, set, t0) }
+func (s *scenario) view(set observe.Settings) *View { return Observe(s.cluster(set), set, t0) }
 
 // lab is the scenario of the docs and the integration test: nodes n1 (4 GPUs) and n2 (3 GPUs,
 // one held by a raw pod); alice runs a 4-GPU job on n1 (started 1m ago, 2h timeout), bob a
@@ -115,8 +159,8 @@ func lab() *scenario {
 
 // settle writes the engine's ranks, positions and reasons into the jobs' status, as the
 // operator does after a decision (it admits nothing: a settled queue has nothing to admit).
-func (s *scenario) settle(set Settings) *scenario {
-	v := Observe(s.c, set, t0)
+func (s *scenario) settle(set observe.Settings) *scenario {
+	v := Observe(s.cluster(set), set, t0)
 	for i := range s.c.Jobs {
 		j := &s.c.Jobs[i]
 		e := v.Entries[Key(j)]

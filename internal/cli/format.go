@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 	"io"
 	"strconv"
 	"strings"
@@ -10,6 +9,9 @@ import (
 	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/util/duration"
+
+	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
+	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 )
 
 // gpus renders a GPU count: "1 GPU", "3 GPUs".
@@ -49,19 +51,7 @@ func ordinalSet(ns []int32) string {
 }
 
 // shortDuration renders a duration without zero units: "10m", "4h", "1h30m", "45s".
-func shortDuration(d time.Duration) string {
-	if d < 0 {
-		return d.String()
-	}
-	s := d.Round(time.Second).String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
+func shortDuration(d time.Duration) string { return observe.ShortDuration(d) }
 
 // age renders how long ago t was, as kubectl does ("5m", "3h12m", "2d").
 func age(t, now time.Time) string {

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,11 +17,12 @@ import (
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/internal/cluster"
+	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 )
 
 func TestQueueTable(t *testing.T) {
-	set := DefaultSettings()
+	set := observe.DefaultSettings()
 	v := lab().job("prep", "dave", 0, time.Minute, phase(cvlabv1alpha1.PhaseRunning)).settle(set).view(set)
 	var out bytes.Buffer
 	if err := Queue(v, QueueFilter{Namespace: "lab"}).Write(&out, "", set, v.Now); err != nil {
@@ -62,7 +64,7 @@ func rows(r *QueueReport) []string {
 }
 
 func TestQueueCutAndFilters(t *testing.T) {
-	set := DefaultSettings()
+	set := observe.DefaultSettings()
 	allFit := newScenario().node("n1", 8).job("a", "ann", 2, time.Hour).running("n1", time.Hour).job("b", "ben", 1, time.Minute)
 	other := lab()
 	other.job("x", "xavier", 1, 5*time.Second)
@@ -107,24 +109,30 @@ func TestQueueCutAndFilters(t *testing.T) {
 func TestQueueSummaryAndNotes(t *testing.T) {
 	cases := map[string]struct {
 		s       *scenario
-		set     Settings
+		set     observe.Settings
 		settle  bool
 		summary string
 		notes   []string
 	}{
-		"share of a bigger cluster": {s: lab(), set: settings(func(s *Settings) { s.GPUCapacity = 5 }), settle: true,
+		"share of a bigger cluster": {s: lab(), set: settings(func(s *observe.Settings) { s.GPUCapacity = 5 }), settle: true,
 			summary: "capacity 5 GPUs (the queue's share of 7 on GPU nodes), 7 used (1 by other pods), 3 jobs waiting for 4 GPUs"},
 		"pool of --gpu-capacity": {s: newScenario().job("a", "ann", 3, time.Hour, phase(cvlabv1alpha1.PhaseRunning)).job("b", "ben", 2, time.Minute),
-			set: settings(func(s *Settings) { s.GPUCapacity = 4 }), settle: true, summary: "capacity 4 GPUs, 3 used, 1 job waiting for 2 GPUs"},
-		"pool guessed from the operator's message": {
+			set: settings(func(s *observe.Settings) { s.GPUCapacity = 4 }), settle: true, summary: "capacity 4 GPUs, 3 used, 1 job waiting for 2 GPUs"},
+		// No GPU node and no --gpu-capacity: the pool is assumed to be what is held (3 GPUs).
+		"pool assumed from the GPUs held": {
 			s: newScenario().job("a", "ann", 3, time.Hour, phase(cvlabv1alpha1.PhaseRunning)).
 				job("b", "ben", 2, time.Minute, message("waiting: 1 GPU free, needs 2; next in line")),
-			set: DefaultSettings(), settle: true, summary: "capacity unknown (assumed 4 GPUs), 3 used, 1 job waiting for 2 GPUs",
-			notes: []string{"no GPU node found and the pool size is not known: pass the operator's --gpu-capacity (or set cluster.gpuCapacity in the config); assuming 4 GPUs"}},
-		"a status the operator has not written yet": {s: lab(), set: DefaultSettings(),
+			set: observe.DefaultSettings(), settle: true, summary: "capacity unknown (assumed 3 GPUs), 3 used, 1 job waiting for 2 GPUs",
+			notes: []string{"no GPU node found and the pool size is not known: pass the operator's --gpu-capacity (or set cluster.gpuCapacity in the config); assuming 3 GPUs"}},
+		"a status the operator has not written yet": {s: lab(), set: observe.DefaultSettings(),
 			summary: "capacity 7 GPUs, 7 used (1 by other pods), 3 jobs waiting for 4 GPUs",
-			notes: []string{"5 jobs' status differs from this computation: the operator is deciding right now, or runs with other settings than " +
-				"--preemption=FirstGPU --min-runtime=10m --max-head-wait=30m"}},
+			notes:   []string{"5 jobs' status differs from this computation: the operator is deciding right now"}},
+		"a status the operator has not written yet, its settings unknown": {s: unpublished(lab(), nil), set: observe.DefaultSettings(),
+			summary: "capacity 7 GPUs, 7 used (1 by other pods), 3 jobs waiting for 4 GPUs",
+			notes: []string{"the operator's settings could not be read (it publishes none): using the operator's defaults, " +
+				"--preemption=FirstGPU --min-runtime=10m --max-head-wait=30m",
+				"5 jobs' status differs from this computation: the operator is deciding right now, or runs with other settings than " +
+					"--preemption=FirstGPU --min-runtime=10m --max-head-wait=30m"}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -156,7 +164,7 @@ func TestObserve(t *testing.T) {
 	}
 	cases := map[string]struct {
 		s    *scenario
-		set  Settings
+		set  observe.Settings
 		want got
 	}{
 		"foreign pods count on Ready selected GPU nodes only; unbound and finished ones do not": {
@@ -167,7 +175,7 @@ func TestObserve(t *testing.T) {
 				s.c.Nodes[3].Status.Conditions[0].Status = corev1.ConditionFalse
 				s.c.Pods[3].Status.Phase = corev1.PodSucceeded
 				return s
-			}(), set: DefaultSettings(),
+			}(), set: observe.DefaultSettings(),
 			want: got{Nodes: []NodeInfo{{Name: "n1", GPUs: 4, Foreign: 1}, {Name: "n2", GPUs: 4}}, Capacity: 8, Budget: 7, Foreign: 1},
 		},
 		"the node selector picks the GPU nodes": {
@@ -175,17 +183,19 @@ func TestObserve(t *testing.T) {
 				s := newScenario().node("n1", 4).node("n2", 4)
 				s.c.Nodes[0].Labels = map[string]string{"cvlab.epfl.ch/gpu": "true"}
 				return s
-			}(), set: settings(func(s *Settings) { s.NodeSelector = labels.SelectorFromSet(labels.Set{"cvlab.epfl.ch/gpu": "true"}) }),
+			}(), set: settings(func(s *observe.Settings) {
+				s.NodeSelector = labels.SelectorFromSet(labels.Set{"cvlab.epfl.ch/gpu": "true"})
+			}),
 			want: got{Nodes: []NodeInfo{{Name: "n1", GPUs: 4}}, Capacity: 4, Budget: 4},
 		},
 		"a preempted job's pod being deleted holds its GPUs until gone": {
-			s: preempting(), set: DefaultSettings(),
+			s: preempting(), set: observe.DefaultSettings(),
 			want: got{Nodes: []NodeInfo{{Name: "n1", GPUs: 2, Terminating: 1, Held: 1}}, Capacity: 2, Budget: 2, Terminating: 1, Held: 1,
 				Waiting: []string{"lab/ann-1", "lab/bob-2"}},
 		},
 		"a suspended job's pod still running is being stopped": {
 			s:    newScenario().node("n1", 4).job("a", "ann", 2, time.Hour, func(j *cvlabv1alpha1.CvlabJob) { j.Spec.Suspend = true }).running("n1", time.Hour),
-			set:  DefaultSettings(),
+			set:  observe.DefaultSettings(),
 			want: got{Nodes: []NodeInfo{{Name: "n1", GPUs: 4, Terminating: 2}}, Capacity: 4, Budget: 4, Terminating: 2},
 		},
 		"finished jobs and finished pods hold nothing; the live pod is the latest admission": {
@@ -196,7 +206,7 @@ func TestObserve(t *testing.T) {
 				p.Annotations[cluster.AnnotationNode] = "n1"
 				p.Spec.NodeName = ""
 			}),
-			set:  DefaultSettings(),
+			set:  observe.DefaultSettings(),
 			want: got{Nodes: []NodeInfo{{Name: "n1", GPUs: 4, Held: 1}}, Capacity: 4, Budget: 4, Held: 1},
 		},
 	}
@@ -209,6 +219,7 @@ func TestObserve(t *testing.T) {
 					g.Waiting = append(g.Waiting, j.Key)
 				}
 			}
+			slices.Sort(g.Waiting)
 			if diff := cmp.Diff(tc.want, g); diff != "" {
 				t.Errorf("observation (-want +got):\n%s", diff)
 			}
@@ -217,7 +228,7 @@ func TestObserve(t *testing.T) {
 }
 
 func TestTop(t *testing.T) {
-	set := DefaultSettings()
+	set := observe.DefaultSettings()
 	v := lab().settle(set).view(set)
 	want := []TopRow{
 		{User: "alice", RunningGPUs: 4, RunningJobs: 1, WaitingGPUs: 2, WaitingJobs: 1},

@@ -12,6 +12,7 @@ import (
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/internal/cluster"
+	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 )
 
@@ -81,8 +82,12 @@ func Queue(v *View, f QueueFilter) *QueueReport {
 		if q.Phase == "" {
 			q.Phase = string(cvlabv1alpha1.PhaseQueued)
 		}
-		if p := v.Pods[Key(j)]; p != nil && (j.Status.Phase == cvlabv1alpha1.PhaseRunning || j.Status.Phase == cvlabv1alpha1.PhaseAdmitted) {
-			q.Node = cluster.PodNode(p)
+		if j.Status.Phase == cvlabv1alpha1.PhaseRunning || j.Status.Phase == cvlabv1alpha1.PhaseAdmitted {
+			if p := v.Pods[Key(j)]; p != nil {
+				q.Node = cluster.PodNode(p)
+			} else if o := v.Observation; o != nil && o.ByKey[Key(j)] != nil {
+				q.Node = o.ByKey[Key(j)].Node // its pod unseen (pods not readable): status.node
+			}
 		}
 		return q
 	}
@@ -137,7 +142,7 @@ func Queue(v *View, f QueueFilter) *QueueReport {
 
 // Summary is the report's one-line summary:
 // "capacity 32 GPUs, 30 used (2 by other pods), 5 jobs waiting for 9 GPUs".
-func (r *QueueReport) Summary(s Settings) string {
+func (r *QueueReport) Summary(s observe.Settings) string {
 	var b strings.Builder
 	switch {
 	case !r.CapacityKnown:
@@ -160,7 +165,7 @@ func (r *QueueReport) Summary(s Settings) string {
 }
 
 // Write prints the report as a table ("" or "wide") or JSON.
-func (r *QueueReport) Write(w io.Writer, output string, s Settings, now time.Time) error {
+func (r *QueueReport) Write(w io.Writer, output string, s observe.Settings, now time.Time) error {
 	if output == "json" {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")

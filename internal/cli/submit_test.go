@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 )
 
@@ -278,19 +279,28 @@ func TestDefaultConfigPath(t *testing.T) {
 	}
 }
 
-// The settings of queue, why and top: the operator's defaults, then the config file, then flags.
+// The settings of queue, why and top: the operator's published settings (or its defaults), then
+// the config file, then flags.
 func TestSettingsPrecedence(t *testing.T) {
 	cases := map[string]struct {
 		config ClusterConfig
 		args   []string
-		want   Settings
+		base   *observe.Settings
+		want   observe.Settings
 	}{
-		"operator's defaults": {want: DefaultSettings()},
+		"operator's defaults": {want: observe.DefaultSettings()},
 		"config": {config: ClusterConfig{Preemption: "never", GPUCapacity: ptr.To(int32(30)), MinRuntime: "1m", MaxHeadWait: "-1s"},
-			want: Settings{Preemption: queue.PreemptNever, GPUCapacity: 30, NodeSelector: labels.Everything(), MinRuntime: time.Minute, MaxHeadWait: -time.Second}},
+			want: observe.Settings{Preemption: queue.PreemptNever, GPUCapacity: 30, NodeSelector: labels.Everything(), MinRuntime: time.Minute, MaxHeadWait: -time.Second,
+				UnschedulableTimeout: 5 * time.Minute}},
 		"flags over config": {config: ClusterConfig{Preemption: "Never", GPUCapacity: ptr.To(int32(30))},
 			args: []string{"--preemption=Rank", "--gpu-capacity=8", "--min-runtime=2m", "--max-head-wait=0s"},
-			want: Settings{Preemption: queue.PreemptRank, GPUCapacity: 8, NodeSelector: labels.Everything(), MinRuntime: 2 * time.Minute}},
+			want: observe.Settings{Preemption: queue.PreemptRank, GPUCapacity: 8, NodeSelector: labels.Everything(), MinRuntime: 2 * time.Minute,
+				UnschedulableTimeout: 5 * time.Minute}},
+		"the operator's published settings, keys of the config over them": {config: ClusterConfig{MinRuntime: "1m"},
+			base: &observe.Settings{Preemption: queue.PreemptNever, GPUCapacity: 12, NodeSelector: labels.Everything(), MinRuntime: time.Hour,
+				MaxHeadWait: time.Hour, UnschedulableTimeout: time.Minute},
+			want: observe.Settings{Preemption: queue.PreemptNever, GPUCapacity: 12, NodeSelector: labels.Everything(), MinRuntime: time.Minute,
+				MaxHeadWait: time.Hour, UnschedulableTimeout: time.Minute}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -299,7 +309,11 @@ func TestSettingsPrecedence(t *testing.T) {
 			if err := cmd.ParseFlags(tc.args); err != nil {
 				t.Fatal(err)
 			}
-			got, err := r.settings(cmd)
+			base := observe.DefaultSettings()
+			if tc.base != nil {
+				base = *tc.base
+			}
+			got, err := r.settings(cmd, base)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -311,7 +325,7 @@ func TestSettingsPrecedence(t *testing.T) {
 	r := &root{}
 	cmd := r.whyCommand()
 	_ = cmd.ParseFlags([]string{"--preemption=Sometimes"})
-	if _, err := r.settings(cmd); err == nil || err.Error() != `--preemption must be FirstGPU, Rank or Never, not "Sometimes"` {
+	if _, err := r.settings(cmd, observe.DefaultSettings()); err == nil || err.Error() != `--preemption must be FirstGPU, Rank or Never, not "Sometimes"` {
 		t.Errorf("bad --preemption: %v", err)
 	}
 }

@@ -166,9 +166,12 @@ func (x *explainer) waiting(e *queue.Entry) {
 	x.line("%s (%s, %s, priority %d) is waiting: position %d of %d in the queue.", x.key, j.Spec.User, gpus(j.Spec.GPUs), j.Spec.Priority, e.Position, waitingTotal)
 	x.rankLine(e)
 
-	reason := strings.TrimSuffix(e.Reason, "; first in line, so no job ranked below it starts before it")
+	reason := e.Reason
+	if e.Blocking {
+		reason = strings.TrimSuffix(reason, "; first in line, so no job ranked below it starts before it")
+	}
 	switch {
-	case strings.HasPrefix(reason, "held behind"):
+	case e.Wait == queue.HeadOfLine:
 		x.line("Why it waits: %s: that job is first in line and has waited longer than --max-head-wait (%s), so no job ranked below it starts before it.",
 			reason, shortDuration(v.Settings.MaxHeadWait))
 		x.ahead(e)
@@ -176,19 +179,19 @@ func (x *explainer) waiting(e *queue.Entry) {
 		x.preemption(e)
 		x.estimate(e)
 		return
-	case strings.HasPrefix(reason, "backing off"):
+	case e.Wait == queue.BackingOff:
 		x.line("Why it waits: its last start failed (see its events); the operator tries again at %s.", when(e.NotBefore, v.Now))
 		x.estimate(e)
 		return
 	case preemptionOf(v.Decision, x.key) != nil:
 		pr := preemptionOf(v.Decision, x.key)
 		x.line("Why it waits: it is evicting %s%s (--preemption=%s); it starts as soon as their pods are gone (their grace period), and the GPUs they free are kept for it.",
-			x.describe(pr.Victims), onNode(pr.Node), PolicyName(v.Settings.Preemption))
+			x.describe(pr.Victims), onNode(pr.Node), v.Settings.Preemption.String())
 		return
-	case strings.HasPrefix(reason, "preempting"), strings.HasPrefix(reason, "waiting for the jobs it preempted"), strings.HasPrefix(reason, "waiting for GPUs being freed"):
+	case e.Wait == queue.Reserved:
 		x.line("Why it waits: %s; it starts as soon as their pods are gone (their grace period), and the GPUs they free are kept for it.", reason)
 		return
-	case strings.Contains(reason, "but the largest GPU node has"), strings.Contains(reason, "but the capacity is"), reason == "no GPU node is ready":
+	case e.Wait == queue.NeverFits:
 		x.line("Why it waits: it can never start as it is: %s.", reason)
 		if most := x.largest(); most > 0 {
 			x.line("What would let it start: resubmit it with at most %s.", gpus(most))
@@ -197,7 +200,7 @@ func (x *explainer) waiting(e *queue.Entry) {
 	default:
 		x.line("Why it waits: %s.", reason)
 	}
-	if reason != e.Reason {
+	if e.Blocking {
 		x.line("  It is first in line and has waited --max-head-wait (%s): no job ranked below it starts before it.", shortDuration(v.Settings.MaxHeadWait))
 	}
 	x.nodes(e)
@@ -416,7 +419,7 @@ func (x *explainer) freed(e *queue.Entry) (int32, []string, bool) {
 func (x *explainer) preemption(e *queue.Entry) {
 	v := x.v
 	policy := v.Settings.Preemption
-	head := fmt.Sprintf("Preemption (--preemption=%s): ", PolicyName(policy))
+	head := fmt.Sprintf("Preemption (--preemption=%s): ", policy.String())
 	switch {
 	case policy == queue.PreemptNever:
 		x.line(head + "the cluster never evicts running jobs.")
@@ -563,16 +566,16 @@ func (x *explainer) holding(e *queue.Entry) {
 	}
 	step, ok := simulate(v, false, func(s simStep) bool { return victimOf(s.Decision, x.key) != nil })
 	if !ok {
-		x.line("Preemption (--preemption=%s): no waiting job may evict it now.", PolicyName(v.Settings.Preemption))
+		x.line("Preemption (--preemption=%s): no waiting job may evict it now.", v.Settings.Preemption.String())
 		return
 	}
 	pr := victimOf(step.Decision, x.key)
 	if !step.At.After(v.Now) {
-		x.line("Preemption (--preemption=%s): it is being evicted for %s.", PolicyName(v.Settings.Preemption), x.describe([]string{pr.Preemptor}))
+		x.line("Preemption (--preemption=%s): it is being evicted for %s.", v.Settings.Preemption.String(), x.describe([]string{pr.Preemptor}))
 		return
 	}
 	x.line("Preemption (--preemption=%s): it may be evicted for %s at %s, once it has run --min-runtime (%s).",
-		PolicyName(v.Settings.Preemption), x.describe([]string{pr.Preemptor}), when(step.At, v.Now), shortDuration(v.Settings.MinRuntime))
+		v.Settings.Preemption.String(), x.describe([]string{pr.Preemptor}), when(step.At, v.Now), shortDuration(v.Settings.MinRuntime))
 }
 
 func victimOf(d queue.Decision, key string) *queue.Preemption {

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 )
 
 // The whole explanation of the two waiting jobs of the lab scenario, as people read it.
@@ -42,7 +44,7 @@ Operator's status: waiting: 0 GPUs free, needs 2
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			set := DefaultSettings()
+			set := observe.DefaultSettings()
 			got := Explain(lab().settle(set).view(set), tc.key, tc.me)
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("explanation (-want +got):\n%s", diff)

@@ -4,10 +4,13 @@ import (
 	"context"
 	"strings"
 
+	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
+	"github.com/epfl-cvlab/cvlab-queue/internal/validation"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apiserver/pkg/admission/plugin/policy/validating"
 	"k8s.io/apiserver/pkg/cel/openapi/resolver"
 	"k8s.io/client-go/discovery"
@@ -121,5 +124,29 @@ var _ = Describe("the policies", func() {
 			Expect(admin.Get(ctx, client.ObjectKey{Name: name}, &p)).To(Succeed())
 			Expect(checker.Check(&p)).To(BeEmpty(), name)
 		}
+	})
+})
+
+var _ = Describe("the operator's published settings", func() {
+	It("are written by the manager with its shipped role, and readable by every lab member, read-only", func(ctx SpecContext) {
+		By("the manager publishing the settings it decides with (--gpu-capacity=8)")
+		var cm corev1.ConfigMap
+		Eventually(func(g Gomega) {
+			g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: operatorNS, Name: observe.PublishedName}, &cm)).To(Succeed())
+			pub, err := observe.ParsePublished(cm.Data)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(pub.Settings.GPUCapacity).To(Equal(int32(8)))
+			g.Expect(pub.Settings.Preemption).To(Equal(observe.DefaultPreemption))
+		}).Should(Succeed())
+
+		By("alice, a cvlab-user elsewhere, reading it with her own rights, and nothing else there")
+		var read corev1.ConfigMap
+		Expect(as(alice).Get(ctx, client.ObjectKey{Namespace: operatorNS, Name: observe.PublishedName}, &read)).To(Succeed())
+		Expect(read.Data).To(Equal(cm.Data))
+		Expect(can(ctx, as(alice), "update", "configmaps", operatorNS, observe.PublishedName)).To(BeFalse())
+		Expect(can(ctx, as(alice), "patch", "configmaps", operatorNS, observe.PublishedName)).To(BeFalse())
+		Expect(can(ctx, as(alice), "delete", "configmaps", operatorNS, observe.PublishedName)).To(BeFalse())
+		Expect(can(ctx, as(alice), "get", "configmaps", operatorNS, validation.ParamsName)).To(BeFalse())
+		Expect(can(ctx, as(alice), "list", "configmaps", operatorNS)).To(BeFalse())
 	})
 })
