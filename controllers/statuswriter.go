@@ -413,7 +413,8 @@ func (w *statusWriter) write(ctx context.Context, sw *statusWrite, kind string) 
 
 // deferrable tells whether a status change is only a new place in the queue, to be written at
 // --status-qps: a job's first status (Queued), or a change of queuePosition, rank, GPU ordinals
-// and messages alone, the job staying in its phase. A running job's rank and GPU ordinals move
+// messages and why it waits (waitingReason, reservedNode, backoffUntil) alone, the job staying in
+// its phase. A running job's rank and GPU ordinals move
 // whenever a job ahead of it or of its owner starts or ends: written at once, those were most of
 // the status writes of a busy queue.
 func deferrable(v *observe.Job, want *cvlabv1alpha1.CvlabJobStatus) bool {
@@ -428,6 +429,8 @@ func deferrable(v *observe.Job, want *cvlabv1alpha1.CvlabJobStatus) bool {
 	}
 	n := *want // shallow: only fields of n itself and a new Conditions slice are set below
 	n.QueuePosition, n.Rank, n.UserGPUs, n.Message = cur.QueuePosition, cur.Rank, cur.UserGPUs, cur.Message
+	// Why a job waits changes with its place, as its message does: written with it.
+	n.WaitingReason, n.ReservedNode, n.BackoffUntil = cur.WaitingReason, cur.ReservedNode, cur.BackoffUntil
 	n.Conditions = slices.Clone(want.Conditions)
 	for i := range n.Conditions {
 		c := &n.Conditions[i]

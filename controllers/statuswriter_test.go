@@ -195,6 +195,16 @@ func TestDeferrable(t *testing.T) {
 			setRunning(st, false, cvlabv1alpha1.ReasonPodPending, "x", 1, t0)
 			return st
 		}()},
+		"waiting job: why it waits changes with its place": {cur: waiting(7, "7th"), want: func() *cvlabv1alpha1.CvlabJobStatus {
+			st := waiting(2, "2nd, preempting")
+			st.WaitingReason, st.ReservedNode = cvlabv1alpha1.WaitingReserved, "gpu-3"
+			return st
+		}(), deferred: true},
+		"running job moves to another node": {cur: running(3, "1", "x"), want: func() *cvlabv1alpha1.CvlabJobStatus {
+			st := running(3, "1", "x")
+			st.Node = "gpu-2"
+			return st
+		}()},
 		"admission count changes": {cur: running(3, "1", "x"), want: func() *cvlabv1alpha1.CvlabJobStatus {
 			st := running(3, "1", "x")
 			st.Admissions = 2
