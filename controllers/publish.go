@@ -46,12 +46,15 @@ func (p *publisher) set(v observe.Published) {
 func (p *publisher) run(ctx context.Context) error {
 	retry := time.NewTimer(0)
 	defer retry.Stop()
-	delay := time.Second
+	delay, failing := time.Second, false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-p.kick:
+			if failing {
+				continue // the retry timer writes the newest value
+			}
 		case <-retry.C:
 		}
 		p.mu.Lock()
@@ -68,12 +71,12 @@ func (p *publisher) run(ctx context.Context) error {
 			}
 			// Retried with a growing delay (a namespace that does not exist, as when the manager runs
 			// outside the cluster, is not worth a request every second).
-			delay = min(2*delay, time.Minute)
+			delay, failing = min(2*delay, time.Minute), true
 			log.FromContext(ctx).V(1).Info("publishing the queue's settings failed; retrying", "in", delay, "error", err.Error())
 			retry.Reset(delay)
 			continue
 		}
-		delay = time.Second
+		delay, failing = time.Second, false
 		p.written = data
 	}
 }
