@@ -324,25 +324,9 @@ func startFailedMessage(st *cvlabv1alpha1.CvlabJobStatus, err error) string {
 	return fmt.Sprintf("waiting: the pod could not be created, will retry after %s: %v", st.BackoffUntil.UTC().Format(time.RFC3339), err)
 }
 
-// waitingReason is the API's name of the engine's reason.
+// waitingReason is the API's name of the engine's reason: the same word (TestWaitingReasons).
 func waitingReason(w queue.WaitReason) cvlabv1alpha1.WaitingReason {
-	switch w {
-	case queue.NoGPUsFree:
-		return cvlabv1alpha1.WaitingNoGPUsFree
-	case queue.NoNodeFits:
-		return cvlabv1alpha1.WaitingNoNodeFits
-	case queue.NeverFits:
-		return cvlabv1alpha1.WaitingNeverFits
-	case queue.HeadOfLine:
-		return cvlabv1alpha1.WaitingHeadOfLine
-	case queue.Reserved:
-		return cvlabv1alpha1.WaitingReserved
-	case queue.BackingOff:
-		return cvlabv1alpha1.WaitingBackingOff
-	case queue.QuotaExceeded:
-		return cvlabv1alpha1.WaitingQuotaExceeded
-	}
-	return ""
+	return cvlabv1alpha1.WaitingReason(w)
 }
 
 func waitingMessage(e *queue.Entry, foreign int32) string {
@@ -437,23 +421,6 @@ func (w *statusWriter) recordPhaseEvent(job *cvlabv1alpha1.CvlabJob, old, cur *c
 		return
 	}
 	w.recorder.Eventf(job, nil, typ, reason, reason, "%s", cur.Message)
-}
-
-// podFailure explains a failed pod in a sentence.
-func podFailure(p *corev1.Pod) string {
-	for _, cs := range p.Status.ContainerStatuses {
-		if t := cs.State.Terminated; t != nil && t.ExitCode != 0 {
-			msg := fmt.Sprintf("pod %s failed: container %s exited with code %d", p.Name, cs.Name, t.ExitCode)
-			if t.Reason != "" {
-				msg += " (" + t.Reason + ")"
-			}
-			return msg
-		}
-	}
-	if p.Status.Message != "" {
-		return fmt.Sprintf("pod %s failed: %s", p.Name, p.Status.Message)
-	}
-	return fmt.Sprintf("pod %s failed", p.Name)
 }
 
 // gpuOrdinals names a user's GPU ordinals: "1st GPU", "2nd-3rd GPUs".
