@@ -324,7 +324,11 @@ type CvlabJobStatus struct {
 	Message string `json:"message,omitempty"`
 
 	// conditions are Ready (for GitOps health checks), Queued, Admitted, Running, Preempted,
-	// Disrupted, Finished and Stalled (True once the job failed, for kstatus).
+	// Disrupted, Finished and Stalled (True once the job failed, for kstatus). Their reasons:
+	// Ready's is the phase; Queued, Admitted and Running use Waiting, Suspended, Admitted,
+	// PodCreated, PodPending, PodRunning and Finished; Preempted uses Preempted, Readmitted and
+	// PodEnded; Disrupted uses NodeLost and Readmitted; Finished and Stalled say how the job ended:
+	// Succeeded, Failed, DeadlineExceeded, PodDeleted or InvalidSpec.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
