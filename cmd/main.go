@@ -155,6 +155,8 @@ func run(c config) error {
 		StatusQPS:            c.statusQPS,
 		Clock:                clock.RealClock{},
 		PublishNamespace:     validation.OperatorNamespace(),
+		PodOwnersNamespace:   validation.OperatorNamespace(),
+		DirectoryNamespace:   validation.OperatorNamespace(),
 	}
 	if c.notifyWebhook != "" {
 		w := notify.NewWebhook(c.notifyWebhook, ctrl.Log.WithName("notify"))

@@ -149,7 +149,12 @@ func preemptorJob(ev *observe.Eviction) runtime.Object {
 // records the expectation.
 func (r *QueueReconciler) createPod(ctx context.Context, v *observe.Job, hostname, node string) error {
 	n := v.LastAdmission + 1
-	pod := BuildPod(v.Job, n, node, hostname)
+	// A job without clusterUser runs as its owner's lab directory entry (directory.go).
+	identity, derr := r.directory.identity(v.Job)
+	if derr != nil {
+		return derr
+	}
+	pod := BuildPod(v.Job, n, node, hostname, WithDirectoryUser(identity))
 	err := r.client.Create(ctx, pod, FieldOwner)
 	if apierrors.IsAlreadyExists(err) {
 		var existing corev1.Pod

@@ -58,8 +58,9 @@ func PodName(job *cvlabv1alpha1.CvlabJob, admission int32) string {
 
 // BuildPod renders the pod of a job's n-th admission. When node is set, the pod may only run there:
 // a required node affinity on its kubernetes.io/hostname label (hostname), so that the scheduler
-// cannot place it elsewhere (it still checks cpu and memory).
-func BuildPod(job *cvlabv1alpha1.CvlabJob, admission int32, node, hostname string) *corev1.Pod {
+// cannot place it elsewhere (it still checks cpu and memory). WithDirectoryUser gives a job
+// without spec.clusterUser its owner's lab directory account (directory.go).
+func BuildPod(job *cvlabv1alpha1.CvlabJob, admission int32, node, hostname string, opts ...PodOption) *corev1.Pod {
 	// A copy: the pod must share no slice or pointer with job, which may be the cache's own object
 	// (the API server's answer to the create is decoded into the pod).
 	spec := job.Spec.DeepCopy()
@@ -81,8 +82,8 @@ func BuildPod(job *cvlabv1alpha1.CvlabJob, admission int32, node, hostname strin
 		annotations[AnnotationNode] = node
 	}
 
-	env := append([]corev1.EnvVar(nil), spec.Env...)
-	if cu := spec.ClusterUser; cu != nil {
+	env := jobEnv(spec.Env, spec.GPUs) // NVIDIA_VISIBLE_DEVICES=void for CPU jobs (gpu_env.go)
+	if cu := clusterUserOf(spec, opts); cu != nil {
 		env = append(env,
 			corev1.EnvVar{Name: "CLUSTER_USER", Value: cu.Name},
 			corev1.EnvVar{Name: "CLUSTER_USER_ID", Value: strconv.FormatInt(cu.UID, 10)},

@@ -83,7 +83,8 @@ func TestBuildPodContainer(t *testing.T) {
 		deadline  *int64
 	}{
 		"cpu job has no GPU limit": {
-			mutate: func(*cvlabv1alpha1.CvlabJob) {},
+			mutate:  func(*cvlabv1alpha1.CvlabJob) {},
+			wantEnv: []corev1.EnvVar{{Name: "NVIDIA_VISIBLE_DEVICES", Value: "void"}},
 		},
 		"gpus become nvidia.com/gpu limits next to memory": {
 			mutate: func(j *cvlabv1alpha1.CvlabJob) {
@@ -97,11 +98,12 @@ func TestBuildPodContainer(t *testing.T) {
 				j.Spec.Env = []corev1.EnvVar{{Name: "A", Value: "1"}}
 				j.Spec.ClusterUser = &cvlabv1alpha1.ClusterUser{Name: "alice", UID: 10, GroupName: "cvlab", GID: 20}
 			},
-			wantEnv: []corev1.EnvVar{{Name: "A", Value: "1"}, {Name: "CLUSTER_USER", Value: "alice"}, {Name: "CLUSTER_USER_ID", Value: "10"},
+			wantEnv: []corev1.EnvVar{{Name: "A", Value: "1"}, {Name: "NVIDIA_VISIBLE_DEVICES", Value: "void"}, {Name: "CLUSTER_USER", Value: "alice"}, {Name: "CLUSTER_USER_ID", Value: "10"},
 				{Name: "CLUSTER_GROUP_NAME", Value: "cvlab"}, {Name: "CLUSTER_GROUP_ID", Value: "20"}},
 		},
 		"timeout rounds up to whole seconds": {
 			mutate:   func(j *cvlabv1alpha1.CvlabJob) { j.Spec.Timeout = &metav1.Duration{Duration: 1500 * time.Millisecond} },
+			wantEnv:  []corev1.EnvVar{{Name: "NVIDIA_VISIBLE_DEVICES", Value: "void"}},
 			deadline: ptrInt64(2),
 		},
 	}
@@ -125,6 +127,61 @@ func TestBuildPodContainer(t *testing.T) {
 			}
 			if ref := metav1.GetControllerOf(pod); ref == nil || ref.UID != "uid-1" {
 				t.Errorf("controller reference = %+v, want the job", ref)
+			}
+		})
+	}
+}
+
+// TestBuildPodNoGPUThroughTheEnvironment: what the NVIDIA runtime will read in the job's container.
+// A CPU job is blind (void overrides the image's "all"); a GPU job leaves the variable to the
+// device plugin; a spec.env entry of the variable (a job stored before the CRD refused it) never
+// reaches the pod.
+func TestBuildPodNoGPUThroughTheEnvironment(t *testing.T) {
+	cases := map[string]struct {
+		gpus int32
+		env  []corev1.EnvVar
+		// want is the last NVIDIA_VISIBLE_DEVICES of the container ("" for none), and wantCount
+		// how many entries carry the name.
+		want      string
+		wantCount int
+		wantKept  []string // other names, in order
+	}{
+		"cpu job":                         {gpus: 0, want: "void", wantCount: 1},
+		"cpu job with env":                {gpus: 0, env: []corev1.EnvVar{{Name: "A", Value: "1"}}, want: "void", wantCount: 1, wantKept: []string{"A"}},
+		"gpu job":                         {gpus: 2},
+		"cpu job with a stored all":       {gpus: 0, env: []corev1.EnvVar{{Name: "NVIDIA_VISIBLE_DEVICES", Value: "all"}, {Name: "B", Value: "2"}}, want: "void", wantCount: 1, wantKept: []string{"B"}},
+		"gpu job with a stored all":       {gpus: 1, env: []corev1.EnvVar{{Name: "NVIDIA_VISIBLE_DEVICES", Value: "all"}}},
+		"gpu job with a stored valueFrom": {gpus: 1, env: []corev1.EnvVar{{Name: "NVIDIA_VISIBLE_DEVICES", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "gpus"}, Key: "all"}}}}},
+		// Another name to the runtime (environment names are case-sensitive): kept as it is.
+		"other case is another variable": {gpus: 0, env: []corev1.EnvVar{{Name: "nvidia_visible_devices", Value: "all"}}, want: "void", wantCount: 1, wantKept: []string{"nvidia_visible_devices"}},
+		"CUDA_VISIBLE_DEVICES is kept":   {gpus: 1, env: []corev1.EnvVar{{Name: "CUDA_VISIBLE_DEVICES", Value: "0"}}, wantKept: []string{"CUDA_VISIBLE_DEVICES"}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			j := &cvlabv1alpha1.CvlabJob{ObjectMeta: metav1.ObjectMeta{Name: "j", Namespace: "lab"},
+				Spec: cvlabv1alpha1.CvlabJobSpec{User: "alice", Image: "pytorch/pytorch", GPUs: tc.gpus, Env: tc.env}}
+			c := BuildPod(j, 1, "", "").Spec.Containers[0]
+			var got string
+			var count int
+			var kept []string
+			for _, e := range c.Env {
+				if e.Name == "NVIDIA_VISIBLE_DEVICES" {
+					got, count = e.Value, count+1
+					if e.ValueFrom != nil {
+						t.Errorf("NVIDIA_VISIBLE_DEVICES comes from %+v", e.ValueFrom)
+					}
+				} else {
+					kept = append(kept, e.Name)
+				}
+			}
+			if got != tc.want || count != tc.wantCount {
+				t.Errorf("NVIDIA_VISIBLE_DEVICES = %q in %d entries, want %q in %d", got, count, tc.want, tc.wantCount)
+			}
+			if diff := cmp.Diff(tc.wantKept, kept); diff != "" {
+				t.Errorf("other env (-want +got):\n%s", diff)
+			}
+			if len(tc.env) > 0 && tc.env[0].Name == "NVIDIA_VISIBLE_DEVICES" && j.Spec.Env[0].Name != "NVIDIA_VISIBLE_DEVICES" {
+				t.Errorf("the job's spec.env was changed")
 			}
 		})
 	}

@@ -83,6 +83,14 @@ type Options struct {
 	// PublishNamespace is where the operator publishes its settings and head of the line (the
 	// ConfigMap observe.PublishedName, read by `kubectl cvlab`); empty: not published.
 	PublishNamespace string
+	// PodOwnersNamespace is the namespace of the admission policies' params ConfigMap
+	// (validation.ParamsName), where the owners of the queue's pods are published for the policy
+	// job-pod-connect (podowners.go); empty: not published.
+	PodOwnersNamespace string
+	// DirectoryNamespace is where the lab directory is (the ConfigMap validation.DirectoryName),
+	// which gives the pods of jobs without spec.clusterUser their owner's account (directory.go);
+	// empty: no directory.
+	DirectoryNamespace string
 }
 
 // Settings are the options that change decisions, as the shared observation and the CLI know them.
@@ -114,6 +122,10 @@ type QueueReconciler struct {
 	publisher *publisher
 	// recentPreemptions are the last evictions, newest first, for the dashboard.
 	recentPreemptions []queueview.Preemption
+	// podOwners publishes the owners of the queue's pods (podowners.go); made on first use.
+	podOwners *podOwnerWriter
+	// directory is the operator's copy of the lab directory (directory.go); nil: none.
+	directory *labDirectory
 
 	// jobs is the CvlabJob informer (jobs.go), set up by SetupWithManager.
 	jobs toolscache.SharedIndexInformer
@@ -141,6 +153,9 @@ func NewQueueReconciler(c client.Client, apiReader client.Reader, recorder event
 	r.writer = newStatusWriter(c, recorder, opts.Clock, opts.StatusQPS, r.wakeUp)
 	if opts.PublishNamespace != "" {
 		r.publisher = newPublisher(c, opts.PublishNamespace)
+	}
+	if opts.DirectoryNamespace != "" {
+		r.directory = newLabDirectory(apiReader, opts.DirectoryNamespace, opts.Clock)
 	}
 	return r
 }
@@ -343,10 +358,19 @@ func (r *QueueReconciler) apply(ctx context.Context, obs *observe.Observation, d
 		wg  sync.WaitGroup
 		sem = make(chan struct{}, podCreators)
 	)
+	// Owners first (exec/attach/port-forward policy, podowners.go): a pod whose owner could not be
+	// published is not created now; its job backs off and starts on a later decision.
+	if err := r.publishPodOwners(ctx, obs, creations, now); err != nil {
+		errs = append(errs, err)
+	}
+	r.directory.refresh(ctx, creations) // the lab directory, for jobs without clusterUser (directory.go)
 	if len(creations) > 0 {
 		r.writer.creatingPods(true)
 	}
 	for _, c := range creations {
+		if c.err != nil {
+			continue
+		}
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()

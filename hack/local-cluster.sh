@@ -2,7 +2,10 @@
 # A local cluster for cvlab-queue with fake GPU nodes: etcd, kube-apiserver, kube-scheduler,
 # kube-controller-manager and kwok on 127.0.0.1, and the operator (bin/manager) on top. Every binary
 # is built from Go modules (hack/build-k8s.sh, `go install` of kwok, `go build` of the manager); no
-# container runtime, no downloads of prebuilt binaries. See docs/local-cluster.md.
+# container runtime, no downloads of prebuilt binaries. It installs config/default (but the manager's
+# Deployment: the operator runs as its service account) and gives the demo's people client
+# certificates and kubeconfig contexts: alice and bob (lab members), root (a queue admin). See
+# docs/local-cluster.md.
 #
 #   hack/local-cluster.sh [up]     build, start, wait in the foreground; Ctrl-C stops everything
 #   hack/local-cluster.sh up --detach   (or DETACH=1) return once the cluster is ready
@@ -163,33 +166,54 @@ build() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Certificates and kubeconfigs (created once; kubeconfigs are rewritten on every start because
-# the port may change).
+# Certificates and kubeconfigs. Each certificate is created once (a second `up` keeps it, and a
+# state dir of an older script gets only what it lacks); kubeconfigs are rewritten on every start
+# because the port may change.
+
+# The operator authenticates as config/default's service account, with a token of it (see
+# operator_kubeconfig): the policies (params operatorUsernames) and the shipped RBAC know it by it.
+operator_ns=cvlab-queue-system
+operator_sa=cvlab-queue-controller-manager
+operator_user=system:serviceaccount:$operator_ns:$operator_sa
+# The demo's people (docs/local-cluster.md#people-alice-bob-and-root), one "name CN groups" per
+# line: lab members alice and bob, and root, a queue admin (cvlab-admins is the operator's default
+# --admin-groups).
+people="alice alice cvlab-users
+bob bob cvlab-users
+root root cvlab-admins"
+demo_namespace=default
+# Their lab directory entries (docs/security.md#the-lab-directory), "name entry" per line: the
+# clusterUser of the samples config/samples/gpu-job.yaml and jupyter-2gpu-job.yaml.
+directory="alice name=alice uid=123456 groupName=cvlab gid=11166
+bob name=bob uid=123457 groupName=cvlab gid=11166"
+
+ca() { # ca NAME CN: a self-signed CA
+  [ -f "$pki/$1.crt" ] && return 0
+  log "generating the CA $1 in $pki"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$pki/$1.key.tmp" -out "$pki/$1.crt.tmp" -days 3650 \
+    -subj "/CN=$2" 2>/dev/null
+  chmod 600 "$pki/$1.key.tmp"
+  mv "$pki/$1.key.tmp" "$pki/$1.key" && mv "$pki/$1.crt.tmp" "$pki/$1.crt"
+}
+
+issue() { # issue CA NAME CN GROUPS EXTENSIONS: a certificate signed by CA; GROUPS (O=) comma-separated
+  local ca=$1 name=$2 cn=$3 groups=$4 ext=$5 subj="" g
+  [ -f "$pki/$name.crt" ] && return 0
+  log "issuing $pki/$name.crt: CN=$cn${groups:+, O=$groups}"
+  for g in ${groups//,/ }; do subj="$subj/O=$g"; done
+  subj="$subj/CN=$cn"
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$pki/$name.key" -out "$pki/$name.csr" -subj "$subj" 2>/dev/null
+  chmod 600 "$pki/$name.key"
+  printf '%s\n' "$ext" >"$pki/$name.ext"
+  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/$ca.crt" -CAkey "$pki/$ca.key" -CAcreateserial \
+    -CAserial "$pki/$ca.srl" -days 3650 -extfile "$pki/$name.ext" -out "$pki/$name.crt.tmp" 2>/dev/null
+  rm -f "$pki/$name.csr" "$pki/$name.ext"
+  mv "$pki/$name.crt.tmp" "$pki/$name.crt"
+}
 
 certs() {
   command -v openssl >/dev/null || die "openssl is required to generate the cluster's certificates"
   mkdir -p "$pki"
-  [ ! -f "$pki/.complete" ] || return 0
-  log "generating certificates in $pki"
-  # ca NAME CN: a self-signed CA
-  ca() {
-    [ -f "$pki/$1.crt" ] && return 0
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$pki/$1.key.tmp" -out "$pki/$1.crt.tmp" -days 3650 \
-      -subj "/CN=$2" 2>/dev/null
-    mv "$pki/$1.key.tmp" "$pki/$1.key" && mv "$pki/$1.crt.tmp" "$pki/$1.crt"
-  }
-  # issue CA NAME CN O EXTENSIONS: a certificate signed by CA
-  issue() {
-    local ca=$1 name=$2 cn=$3 o=$4 ext=$5 subj="/CN=$3"
-    [ -f "$pki/$name.crt" ] && return 0
-    [ -z "$o" ] || subj="/O=$o/CN=$cn"
-    openssl req -new -newkey rsa:2048 -nodes -keyout "$pki/$name.key" -out "$pki/$name.csr" -subj "$subj" 2>/dev/null
-    printf '%s\n' "$ext" >"$pki/$name.ext"
-    openssl x509 -req -in "$pki/$name.csr" -CA "$pki/$ca.crt" -CAkey "$pki/$ca.key" -CAcreateserial \
-      -CAserial "$pki/$ca.srl" -days 3650 -extfile "$pki/$name.ext" -out "$pki/$name.crt.tmp" 2>/dev/null
-    rm -f "$pki/$name.csr" "$pki/$name.ext"
-    mv "$pki/$name.crt.tmp" "$pki/$name.crt"
-  }
   local client="keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
   ca ca cvlab-local-ca
@@ -200,21 +224,59 @@ subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubern
   issue ca kube-scheduler system:kube-scheduler "" "$client"
   issue ca kube-controller-manager system:kube-controller-manager "" "$client"
   issue ca kwok kwok-controller system:masters "$client"
-  issue ca manager cvlab-queue-manager "" "$client"
+  local name cn groups
+  while read -r name cn groups; do issue ca "$name" "$cn" "$groups" "$client"; done <<<"$people"
   # The aggregation layer's front proxy (also silences the controllers' requestheader warnings).
   ca front-proxy-ca cvlab-local-front-proxy-ca
   issue front-proxy-ca front-proxy-client front-proxy-client "" "$client"
   # The service-account token signing key pair.
   if [ ! -f "$pki/sa.pub" ]; then
-    openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
-    openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
+    openssl genrsa -out "$pki/sa.key.tmp" 2048 2>/dev/null
+    chmod 600 "$pki/sa.key.tmp"
+    openssl rsa -in "$pki/sa.key.tmp" -pubout -out "$pki/sa.pub.tmp" 2>/dev/null
+    mv "$pki/sa.key.tmp" "$pki/sa.key" && mv "$pki/sa.pub.tmp" "$pki/sa.pub"
   fi
-  chmod 600 "$pki"/*.key
-  touch "$pki/.complete"
 }
 
-kubeconfig() { # kubeconfig NAME FILE
-  local name=$1 file=$2
+# kubeconfig CERT FILE [PERSON...]: a kubeconfig whose context cvlab-local (the current one) uses
+# the certificate CERT, with one more context per PERSON, named after it and using its certificate.
+kubeconfig() {
+  local cert=$1 file=$2 p
+  shift 2
+  {
+    cat <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: cvlab-local
+  cluster:
+    server: https://127.0.0.1:$API_PORT
+    certificate-authority-data: $(base64 -w0 <"$pki/ca.crt")
+users:
+EOF
+    for p in "$cert" "$@"; do
+      cat <<EOF
+- name: $p
+  user:
+    client-certificate-data: $(base64 -w0 <"$pki/$p.crt")
+    client-key-data: $(base64 -w0 <"$pki/$p.key")
+EOF
+    done
+    echo "contexts:"
+    echo "- {name: cvlab-local, context: {cluster: cvlab-local, user: $cert}}"
+    for p in "$@"; do echo "- {name: $p, context: {cluster: cvlab-local, user: $p}}"; done
+    echo "current-context: cvlab-local"
+  } >"$file.tmp"
+  chmod 600 "$file.tmp"
+  mv "$file.tmp" "$file"
+}
+
+# The operator's kubeconfig, with a new token of its service account (TokenRequest, valid a year),
+# what the pod of the manager's Deployment would mount: it acts with exactly that identity (the
+# username and the groups system:serviceaccounts and system:serviceaccounts:cvlab-queue-system).
+operator_kubeconfig() { # operator_kubeconfig FILE
+  local file=$1 token
+  token=$(k create token "$operator_sa" -n "$operator_ns" --duration=8760h)
   cat >"$file.tmp" <<EOF
 apiVersion: v1
 kind: Config
@@ -224,13 +286,9 @@ clusters:
     server: https://127.0.0.1:$API_PORT
     certificate-authority-data: $(base64 -w0 <"$pki/ca.crt")
 users:
-- name: $name
-  user:
-    client-certificate-data: $(base64 -w0 <"$pki/$name.crt")
-    client-key-data: $(base64 -w0 <"$pki/$name.key")
+- {name: $operator_sa, user: {token: $token}}
 contexts:
-- name: cvlab-local
-  context: {cluster: cvlab-local, user: $name}
+- {name: cvlab-local, context: {cluster: cvlab-local, user: $operator_sa}}
 current-context: cvlab-local
 EOF
   chmod 600 "$file.tmp"
@@ -311,20 +369,50 @@ EOF
   done
 }
 
-# The operator runs with the ClusterRole generated from its RBAC markers (config/rbac/role.yaml),
-# bound to its certificate's user, so the local cluster also checks that the role is sufficient.
-manager_rbac_yaml() {
-  cat "$root/config/rbac/role.yaml"
+# What `kubectl apply -k config/default` installs (the CRD; the operator's service account, roles
+# and bindings; the admission policies and their params; the ClusterRoles for people), without
+# the manager's Deployment and Service: here the operator is bin/manager, a process that
+# authenticates as that service account (operator_kubeconfig), so the local cluster runs it with
+# exactly the shipped RBAC and under the shipped policies.
+install_yaml() {
+  "$KUBECTL" kustomize "$root/config/default" | awk '
+    function flush() { if (doc != "" && !skip) printf "---\n%s", doc; doc = ""; skip = 0 }
+    /^---$/ { flush(); next }
+    /^kind: (Deployment|Service)$/ { skip = 1 }
+    { doc = doc $0 "\n" }
+    END { flush() }'
+}
+
+# The demo's people, set up as docs/security.md says a lab is: the group cvlab-users has cvlab-user
+# in the demo namespace (where the samples' volumes are), cvlab-admins has cvlab-admin everywhere.
+people_yaml() {
   cat <<EOF
 ---
 apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: cvlab-queue-manager-local
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: manager-role}
+kind: RoleBinding
+metadata: {name: cvlab-users, namespace: $demo_namespace}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cvlab-user}
 subjects:
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: cvlab-queue-manager}
+- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: cvlab-users}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: cvlab-admins}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cvlab-admin}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: cvlab-admins}
 EOF
+}
+
+# Adds the people's entries to the lab directory that config/default installed, leaving the keys
+# already there as they are (a second `up`, an entry edited by hand); without a directory, nothing.
+directory_entries() {
+  local cm=cvlab-queue-lab-directory keys name entry
+  keys=$(k get configmap -n "$operator_ns" "$cm" -o go-template='{{range $k, $v := .data}}{{$k}} {{end}}' 2>/dev/null) || return 0
+  while read -r name entry; do
+    [[ " $keys" == *" $name "* ]] && continue
+    k patch configmap -n "$operator_ns" "$cm" --type=merge -p "{\"data\":{\"$name\":\"$entry\"}}" >/dev/null
+  done <<<"$directory"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -361,6 +449,32 @@ nodes_ready() { # every node of the list exists, is Ready and has no taint
   [ "$want" = "$have" ]
 }
 
+# The policies act a moment after they are created, and root is a queue admin once the operator
+# has written its --admin-groups into their params: the cluster is ready when the README's demo
+# works.
+dry_run_job() { # dry_run_job CONTEXT USER: a job of USER created as CONTEXT, dry run; prints the answer
+  k --context "$1" create --dry-run=server -o name -f - 2>&1 <<EOF
+apiVersion: cvlab.epfl.ch/v1alpha1
+kind: CvlabJob
+metadata: {name: readiness-probe, namespace: $demo_namespace}
+spec: {user: $2, image: busybox, command: ["true"]}
+EOF
+}
+
+policies_act() { # alice cannot submit as bob
+  local out
+  ! out=$(dry_run_job alice bob) && grep -qF "'cvlab-queue-job-owner'" <<<"$out"
+}
+
+admins_act() { # the operator wrote --admin-groups; when they hold root's group, root submits as bob
+  local written
+  written=$(k get configmap -n "$operator_ns" cvlab-queue-admission-params \
+    -o jsonpath='{.metadata.managedFields[?(@.manager=="cvlab-queue-admin-groups")].manager} ,{.data.adminGroups},') || return 1
+  [[ "$written" == "cvlab-queue-admin-groups ,"* ]] || return 1
+  [[ "$written" == *,cvlab-admins,* ]] || return 0
+  dry_run_job root bob
+}
+
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # ---------------------------------------------------------------------------------------------
@@ -390,9 +504,10 @@ up() {
   mkdir -p "$LOCAL_DIR"
   certs
   touch "$LOCAL_DIR/.cvlab-local-cluster" # marks the dir as ours, for `clean`
-  kubeconfig admin "$LOCAL_DIR/kubeconfig"
+  # shellcheck disable=SC2046 # the people's names
+  kubeconfig admin "$LOCAL_DIR/kubeconfig" $(awk '{print $1}' <<<"$people")
   local c
-  for c in kube-scheduler kube-controller-manager kwok manager; do kubeconfig "$c" "$LOCAL_DIR/$c.kubeconfig"; done
+  for c in kube-scheduler kube-controller-manager kwok; do kubeconfig "$c" "$LOCAL_DIR/$c.kubeconfig"; done
 
   # From here on, a failure or a signal stops whatever was started.
   trap 'trap "" INT TERM; stop_all' EXIT
@@ -444,9 +559,10 @@ up() {
     --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
     --service-cluster-ip-range=10.96.0.0/16 --node-monitor-period=2s
 
-  log "installing the CRD, the operator's RBAC, the fake nodes and the samples' volumes"
-  k apply -f "$root/config/crd/bases" >/dev/null
-  manager_rbac_yaml | k apply -f - >/dev/null
+  log "installing config/default but the manager's Deployment (CRD, RBAC, admission policies, roles), the fake nodes and the samples' volumes"
+  install_yaml | k apply -f - >/dev/null
+  # What older versions of this script bound to the operator's former certificate user.
+  k delete clusterrolebinding/cvlab-queue-manager-local clusterrole/manager-role --ignore-not-found >/dev/null
   nodes_yaml >"$LOCAL_DIR/nodes.yaml"
   k apply -f "$LOCAL_DIR/nodes.yaml" >/dev/null
   local name gpus cpu mem
@@ -463,6 +579,10 @@ up() {
   fi
   wait_for "namespace default" kube-apiserver k get namespace default
   volumes_yaml | k apply -f - >/dev/null
+  log "demo people $(awk '{printf "%s%s (%s)", (NR > 1 ? ", " : ""), $1, $3}' <<<"$people"): cvlab-user in namespace $demo_namespace (queue-enforced), cvlab-admin"
+  people_yaml | k apply -f - >/dev/null
+  k label namespace "$demo_namespace" cvlab.epfl.ch/queue-enforced=true --overwrite >/dev/null
+  directory_entries
 
   wait_for "kube-scheduler /healthz" kube-scheduler https_ok "$SCHEDULER_PORT" /healthz
   wait_for "kube-controller-manager /healthz" kube-controller-manager https_ok "$CONTROLLER_MANAGER_PORT" /healthz
@@ -481,9 +601,12 @@ up() {
   fi
   # shellcheck disable=SC2206 # MANAGER_ARGS is a list of flags
   manager_args+=($MANAGER_ARGS)
-  log "starting the operator (bin/manager ${manager_args[*]})"
-  start manager "$MANAGER" "${manager_args[@]}"
+  log "starting the operator as $operator_user (bin/manager ${manager_args[*]})"
+  operator_kubeconfig "$LOCAL_DIR/manager.kubeconfig"
+  start manager env POD_NAMESPACE="$operator_ns" "$MANAGER" "${manager_args[@]}"
   wait_for "operator /readyz" manager http_ok "$MANAGER_PROBE_PORT" /readyz
+  wait_for "the admission policies refusing alice a job as bob" manager policies_act
+  wait_for "the operator's --admin-groups in the policies' params" manager admins_act
 
   local n
   n=$(node_list | wc -l)
@@ -492,9 +615,12 @@ up() {
 Local cluster ready in $((SECONDS - t0)) s: $n fake nodes, $total GPUs (operator --gpu-capacity=$capacity; off = from the nodes), state in $LOCAL_DIR
   export KUBECONFIG=$LOCAL_DIR/kubeconfig
   alias kubectl=$KUBECTL
-  kubectl apply -f config/samples/gpu-job.yaml
+  kubectl --context alice apply -f config/samples/gpu-job.yaml          # alice's job, as alice
+  kubectl --context alice apply -f config/samples/jupyter-2gpu-job.yaml # bob's job, as alice: refused
+  kubectl --context root apply -f config/samples/jupyter-2gpu-job.yaml  # a queue admin submits for bob
   kubectl get cvlabjobs -w
   kubectl describe cvj alice-train
+Contexts: cvlab-local (cluster admin, the default), alice and bob (cvlab-user in namespace $demo_namespace), root (queue admin)
 ${dashboard:+Dashboard: $dashboard
 }Logs: $logs/*.log
 EOF

@@ -11,7 +11,7 @@ E2E_FLAGS ?=
 E2E_ARGS ?=
 
 .PHONY: run-local
-run-local: ## The whole product on a local cluster with fake GPU nodes; Ctrl-C stops it, run again to resume.
+run-local: ## The whole product on a local cluster with fake GPU nodes and people (contexts alice, bob, root); Ctrl-C stops it, run again to resume.
 	@hack/local-cluster.sh up
 
 .PHONY: run-local-detached

@@ -55,9 +55,16 @@ type CvlabJobSpec struct {
 	WorkingDir string `json:"workingDir,omitempty"`
 
 	// env are environment variables for the container.
+	// NVIDIA_VISIBLE_DEVICES is not allowed: the NVIDIA container runtime would hand the container
+	// the GPUs it names, around the queue. Ask for GPUs with gpus; a CPU job's pod gets
+	// NVIDIA_VISIBLE_DEVICES=void, which hides the GPUs a CUDA image's "all" would show.
+	// (Only that exact name is read by the runtime: environment names are case-sensitive.
+	// CUDA_VISIBLE_DEVICES and NVIDIA_DRIVER_CAPABILITIES are allowed: they choose among, or
+	// configure, the GPUs the container already has and give access to none.)
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=128
+	// +kubebuilder:validation:XValidation:rule="!self.exists(e, e.name == 'NVIDIA_VISIBLE_DEVICES')",message="env may not set NVIDIA_VISIBLE_DEVICES: the NVIDIA container runtime would give the container the GPUs it names, around the queue; ask for GPUs with spec.gpus (the device plugin then sets it to the GPUs the queue gave; a CPU job's pod gets NVIDIA_VISIBLE_DEVICES=void)"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="env is immutable"
 	Env []corev1.EnvVar `json:"env,omitempty"`
 

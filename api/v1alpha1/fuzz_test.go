@@ -20,6 +20,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -289,8 +290,67 @@ func checkJob(t *testing.T, body []byte) {
 			podJSON, _ := json.Marshal(p)
 			t.Fatalf("the API server accepts the job but refuses its pod:\n%s\njob: %s\npod: %s", errs.ToAggregate(), stored, podJSON)
 		}
+		if msg := gpuEnvLeak(&job, p); msg != "" {
+			podJSON, _ := json.Marshal(p)
+			t.Fatalf("GPUs around the queue: %s\njob: %s\npod: %s", msg, stored, podJSON)
+		}
 	}
+	checkClusterUser(t, &job, stored)
 	checkEngine(t, &job)
+}
+
+// checkClusterUser: the pod acts as the job's spec.clusterUser or, when the job names none, as the
+// lab directory's account the operator hands BuildPod (controllers/directory.go), whatever
+// spec.env says: the kubelet takes the last definition of a variable, and the operator's are last.
+func checkClusterUser(t *testing.T, job *cvlabv1alpha1.CvlabJob, stored []byte) {
+	fromDirectory := &cvlabv1alpha1.ClusterUser{Name: "from-directory", UID: 4242, GroupName: "lab", GID: 7}
+	want := job.Spec.ClusterUser
+	if want == nil {
+		want = fromDirectory
+	}
+	p := controllers.BuildPod(job, 1, "", "", controllers.WithDirectoryUser(fromDirectory))
+	if errs := validPod(p); len(errs) > 0 {
+		t.Fatalf("the pod with the directory's account is refused:\n%s\njob: %s", errs.ToAggregate(), stored)
+	}
+	got := map[string]string{}
+	for _, e := range p.Spec.Containers[0].Env {
+		if strings.HasPrefix(e.Name, "CLUSTER_") {
+			got[e.Name] = e.Value
+		}
+	}
+	wantEnv := map[string]string{"CLUSTER_USER": want.Name, "CLUSTER_USER_ID": strconv.FormatInt(want.UID, 10),
+		"CLUSTER_GROUP_NAME": want.GroupName, "CLUSTER_GROUP_ID": strconv.FormatInt(want.GID, 10)}
+	for k, v := range wantEnv {
+		if got[k] != v {
+			t.Fatalf("the pod's %s is %q, want %q (the %s's account)\njob: %s", k, got[k], v,
+				map[bool]string{true: "job", false: "directory"}[job.Spec.ClusterUser != nil], stored)
+		}
+	}
+}
+
+// gpuEnvLeak says how an accepted job's pod would reach GPUs through NVIDIA_VISIBLE_DEVICES, the
+// variable the NVIDIA container runtime reads (case-sensitive): "" when it cannot. The job's
+// spec.env may not name it (CRD rule); a CPU job's container ends with it set to void, a GPU
+// job's leaves it to the device plugin (docs/security.md).
+func gpuEnvLeak(job *cvlabv1alpha1.CvlabJob, p *corev1.Pod) string {
+	for _, e := range job.Spec.Env {
+		if e.Name == controllers.EnvNVIDIAVisibleDevices {
+			return "the API server accepted spec.env setting " + e.Name
+		}
+	}
+	var last *corev1.EnvVar
+	for i, e := range p.Spec.Containers[0].Env {
+		if e.Name == controllers.EnvNVIDIAVisibleDevices {
+			last = &p.Spec.Containers[0].Env[i]
+		}
+	}
+	switch {
+	case job.Spec.GPUs == 0 && (last == nil || last.Value != "void" || last.ValueFrom != nil):
+		return "a CPU job's container does not end with NVIDIA_VISIBLE_DEVICES=void (a CUDA image's \"all\" would show every GPU)"
+	case job.Spec.GPUs > 0 && last != nil:
+		return "a GPU job's container sets NVIDIA_VISIBLE_DEVICES itself (more GPUs than the device plugin allocated)"
+	}
+	return ""
 }
 
 // checkEngine runs the queue with the job among others, in pool and node-aware modes.
@@ -593,6 +653,20 @@ func FuzzCvlabJobJSON(f *testing.F) {
 		{"huge-quantity", `{"user":"a","image":"x","resources":{"requests":{"cpu":"1e999999999"}}}`},
 		{"timeout", `{"user":"a","image":"x","timeout":"600000h"}`},
 		{"timeout-overflow", `{"user":"a","image":"x","timeout":"9999999999h"}`},
+		// GPUs through the environment (gpuEnvLeak): refused by the CRD, or harmless to the runtime.
+		{"nvidia-all", `{"user":"a","image":"pytorch/pytorch","env":[{"name":"NVIDIA_VISIBLE_DEVICES","value":"all"}]}`},
+		{"nvidia-gpu-job", `{"user":"a","image":"x","gpus":1,"env":[{"name":"A","value":"1"},{"name":"NVIDIA_VISIBLE_DEVICES","value":"0,1,2,3"}]}`},
+		{"nvidia-void", `{"user":"a","image":"x","env":[{"name":"NVIDIA_VISIBLE_DEVICES","value":"void"}]}`},
+		{"nvidia-from", `{"user":"a","image":"x","env":[{"name":"NVIDIA_VISIBLE_DEVICES","valueFrom":{"configMapKeyRef":{"name":"c","key":"k"}}}]}`},
+		{"nvidia-case", `{"user":"a","image":"x","env":[{"name":"nvidia_visible_devices","value":"all"},{"name":"Nvidia_Visible_Devices","value":"all"}]}`},
+		{"nvidia-spaced", `{"user":"a","image":"x","env":[{"name":"NVIDIA_VISIBLE_DEVICES ","value":"all"}]}`},
+		{"nvidia-others", `{"user":"a","image":"x","gpus":1,"env":[{"name":"CUDA_VISIBLE_DEVICES","value":"0,1"},{"name":"NVIDIA_DRIVER_CAPABILITIES","value":"all"}]}`},
+		// spec.clusterUser (checkClusterUser): the schema's edges, and its variables through spec.env.
+		{"cluster-user", `{"user":"a","image":"x","clusterUser":{"name":"alice","uid":123456,"groupName":"cvlab","gid":11166}}`},
+		{"cluster-user-edges", `{"user":"a","image":"x","clusterUser":{"name":"` + strings.Repeat("é", 64) + `","uid":9223372036854775807,"groupName":"g h=1","gid":0}}`},
+		{"cluster-user-bad", `{"user":"a","image":"x","clusterUser":{"name":"","uid":-1,"groupName":"g","gid":1.5}}`},
+		{"cluster-user-partial", `{"user":"a","image":"x","clusterUser":{"name":"alice","uid":"123456"}}`},
+		{"cluster-user-env", `{"user":"a","image":"x","env":[{"name":"CLUSTER_USER_ID","value":"0"},{"name":"CLUSTER_GROUP_ID","valueFrom":{"fieldRef":{"fieldPath":"metadata.uid"}}}]}`},
 	} {
 		f.Add(seed.name, []byte(seed.spec))
 	}
@@ -617,11 +691,13 @@ func FuzzCvlabJobFields(f *testing.F) {
 		labelKey, labelValue           string
 		annotationKey, annotationValue string
 		suspend                        bool
+		cuName, cuGroup                string // spec.clusterUser, when either is set
+		cuUID, cuGID                   int64
 	}
 	add := func(s seed) {
 		f.Add(s.name, s.user, s.image, s.gpus, s.priority, s.grace, s.timeout, s.cpuReq, s.cpuLim, s.memReq, s.memLim,
 			s.claim, s.mountPath, s.envName, s.envValue, s.envField, s.portName, s.protocol, s.port, s.hostPort,
-			s.labelKey, s.labelValue, s.annotationKey, s.annotationValue, s.suspend)
+			s.labelKey, s.labelValue, s.annotationKey, s.annotationValue, s.suspend, s.cuName, s.cuUID, s.cuGroup, s.cuGID)
 	}
 	add(seed{name: "alice-train", user: "alice", image: "lab-base:gpu", gpus: 1, priority: 1, grace: 60, timeout: "24h",
 		cpuReq: "2", memReq: "4Gi", memLim: "8Gi", claim: "pv-cvlabdata2", mountPath: "/cvlabdata2",
@@ -631,10 +707,23 @@ func FuzzCvlabJobFields(f *testing.F) {
 	add(seed{name: "a", user: "A_b.c-9", image: "x", gpus: 64, priority: -1000, timeout: "1s", cpuLim: "100m",
 		envName: "POD_NAME", envField: "metadata.name", port: 65535, hostPort: 1, protocol: "SCTP", suspend: true})
 	add(seed{name: "neg", user: "carol", image: "x", priority: -5, cpuReq: "1", cpuLim: "2", memReq: "1e3", memLim: "1Ki"})
+	// Environment names near NVIDIA_VISIBLE_DEVICES (gpuEnvLeak), for CPU and GPU jobs.
+	add(seed{name: "cuda-cpu", user: "dave", image: "pytorch/pytorch", envName: "NVIDIA_VISIBLE_DEVICES", envValue: "all"})
+	add(seed{name: "cuda-gpu", user: "dave", image: "pytorch/pytorch", gpus: 1, envName: "NVIDIA_VISIBLE_DEVICES", envValue: "0,1,2,3"})
+	add(seed{name: "cuda-case", user: "dave", image: "x", envName: "nvidia_visible_devices", envValue: "all"})
+	add(seed{name: "cuda-pod", user: "dave", image: "x", envName: "NVIDIA_VISIBLE_DEVICES", envField: "metadata.name"})
+	add(seed{name: "cuda-mask", user: "dave", image: "x", gpus: 2, envName: "CUDA_VISIBLE_DEVICES", envValue: "1"})
+	// spec.clusterUser (checkClusterUser): the lab's, odd names, the schema's edges, and its
+	// variables set through spec.env too (the last definition wins, and the operator's is last).
+	add(seed{name: "cu", user: "alice", image: "x", cuName: "alice", cuUID: 123456, cuGroup: "cvlab", cuGID: 11166})
+	add(seed{name: "cu-odd", user: "erin.epfl.ch", image: "x", cuName: "é r=1\n", cuUID: math.MaxInt64, cuGroup: "ラボ ", cuGID: 0})
+	add(seed{name: "cu-edges", user: "bob", image: "x", cuName: strings.Repeat("b", 65), cuUID: -1, cuGroup: "", cuGID: -1})
+	add(seed{name: "cu-env", user: "bob", image: "x", envName: "CLUSTER_USER_ID", envValue: "123456", cuName: "bob", cuUID: 123457, cuGroup: "cvlab", cuGID: 11166})
+	add(seed{name: "cu-env-only", user: "bob", image: "x", envName: "CLUSTER_USER_ID", envValue: "123456"})
 
 	f.Fuzz(func(t *testing.T, name, user, image string, gpus, priority int32, grace int64, timeout, cpuReq, cpuLim, memReq, memLim,
 		claim, mountPath, envName, envValue, envField, portName, protocol string, port, hostPort int32,
-		labelKey, labelValue, annotationKey, annotationValue string, suspend bool) {
+		labelKey, labelValue, annotationKey, annotationValue string, suspend bool, cuName string, cuUID int64, cuGroup string, cuGID int64) {
 		spec := map[string]any{"image": image, "gpus": gpus, "priority": priority, "suspend": suspend}
 		if user != "" {
 			spec["user"] = user
@@ -691,6 +780,9 @@ func FuzzCvlabJobFields(f *testing.F) {
 		}
 		if annotationKey != "" {
 			spec["podAnnotations"] = map[string]any{annotationKey: annotationValue}
+		}
+		if cuName != "" || cuGroup != "" {
+			spec["clusterUser"] = map[string]any{"name": cuName, "uid": cuUID, "groupName": cuGroup, "gid": cuGID}
 		}
 		b, err := json.Marshal(spec)
 		if err != nil {

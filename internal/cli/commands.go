@@ -108,7 +108,8 @@ are the operator's.`,
 		return r.completeNamespaces(c.Context(), prefix), cobra.ShellCompDirectiveNoFileComp
 	})
 
-	cmd.AddCommand(r.submitCommand(), r.queueCommand(), r.whyCommand(), r.cancelCommand(), r.logsCommand(), r.topCommand())
+	cmd.AddCommand(r.submitCommand(), r.queueCommand(), r.whyCommand(), r.cancelCommand(), r.logsCommand(), r.topCommand(),
+		r.shellCommand(), r.portForwardCommand()) // connect.go
 	return cmd
 }
 
@@ -337,7 +338,9 @@ func (r *root) submitCommand() *cobra.Command {
 		Long: `Submit a job: one container running COMMAND with N GPUs, once the fair-share queue gives it its turn.
 
 Defaults for --user, --image, --data, --cluster-user and the namespace come from the config file
-($XDG_CONFIG_HOME/cvlab/config.yaml, or --config), so that a daily submit is one short line.`,
+($XDG_CONFIG_HOME/cvlab/config.yaml, or --config), so that a daily submit is one short line.
+Without --cluster-user, a job runs as your entry in the lab directory, if the lab keeps one: the
+operator fills it when the job starts, and submit says which account that is.`,
 		Example: `  # 2 GPUs, the lab's storage, a 12h limit
   kubectl cvlab submit alice-train --image ic-registry.epfl.ch/cvlab/lis/lab-base:gpu --gpus 2 \
       --data pv-cvlabdata2:/cvlabdata2 --timeout 12h -- python /cvlabdata2/home/alice/train.py --lr 3e-4
@@ -414,6 +417,9 @@ Defaults for --user, --image, --data, --cluster-user and the namespace come from
 			}
 			fmt.Fprintf(r.streams.Out, "cvlabjob %q submitted to namespace %q%s: %s, %s.\nSee its place: kubectl cvlab why %s\n",
 				job.Name, ns, suffix, job.Spec.User, gpus(job.Spec.GPUs), job.Name)
+			if note := directoryNote(cmd.Context(), c.c, r.operatorNamespace, job); note != "" { // directory.go
+				fmt.Fprintln(r.streams.Out, note)
+			}
 			return nil
 		},
 	}
@@ -425,7 +431,8 @@ Defaults for --user, --image, --data, --cluster-user and the namespace come from
 	fs.StringArrayVar(&o.Ports, "port", nil, "Container port, PORT or NAME=PORT, e.g. 8888 for Jupyter (repeatable)")
 	fs.StringArrayVar(&o.Env, "env", nil, "Environment variable KEY=VALUE (repeatable)")
 	fs.StringVar(&o.Timeout, "timeout", "", "Longest run time once started, e.g. 4h or 90m (no limit by default)")
-	fs.StringVar(&o.ClusterUser, "cluster-user", "", "Lab account for file permissions, NAME:UID:GROUP:GID (default from the config file)")
+	fs.StringVar(&o.ClusterUser, "cluster-user", "", "Lab account for file permissions, NAME:UID:GROUP:GID (default from the config file, else your lab directory entry; 'none' drops the config's)")
+	fs.StringVar(&r.operatorNamespace, "operator-namespace", validation.DefaultNamespace, "The operator's namespace, where the lab directory is (ConfigMap "+validation.DirectoryName+")")
 	fs.StringVar(&o.User, "user", "", "Owner of the job; fair share counts GPUs per user (default from the config file, else your login name)")
 	fs.StringVar(&o.WorkingDir, "workdir", "", "Working directory of the container")
 	fs.StringVar(&o.CPU, "cpu", "", "CPU request, e.g. 4 or 500m")

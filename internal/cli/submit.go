@@ -165,8 +165,14 @@ func BuildJob(o SubmitOptions, c Config, osUser string) (*cvlabv1alpha1.CvlabJob
 		}
 	}
 
+	// Neither flag nor config: no clusterUser, and the operator gives the pod the user's lab
+	// directory entry (docs/security.md#the-lab-directory); "none" drops the config's for that.
 	spec.ClusterUser = c.ClusterUser
-	if o.ClusterUser != "" {
+	switch o.ClusterUser {
+	case "":
+	case "none":
+		spec.ClusterUser = nil
+	default:
 		cu, err := parseClusterUser(o.ClusterUser)
 		if err != nil {
 			errs = append(errs, err)

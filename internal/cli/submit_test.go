@@ -87,6 +87,11 @@ func TestBuildJob(t *testing.T) {
 					Cvlabdata: []cvlabv1alpha1.CvlabdataMount{{ClaimName: "pv-x", MountPath: "/x"}}, ClusterUser: labConfig.ClusterUser},
 			},
 		},
+		"--cluster-user none drops the config's: the lab directory's is used": {
+			opts: SubmitOptions{Name: "j", ClusterUser: "none"}, config: labConfig,
+			want: cvlabv1alpha1.CvlabJob{ObjectMeta: metav1.ObjectMeta{Name: "j"},
+				Spec: cvlabv1alpha1.CvlabJobSpec{User: "alice", Image: labConfig.Image, Cvlabdata: labConfig.Data}},
+		},
 		"the OS user owns the job without --user or a config": {
 			opts: SubmitOptions{Name: "j", Image: "img"}, osUser: "dave",
 			want: cvlabv1alpha1.CvlabJob{ObjectMeta: metav1.ObjectMeta{Name: "j"}, Spec: cvlabv1alpha1.CvlabJobSpec{User: "dave", Image: "img"}},
