@@ -1,11 +1,8 @@
 package security_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -19,14 +16,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	"k8s.io/apiserver/pkg/admission/plugin/policy/validating"
 	"k8s.io/apiserver/pkg/cel/openapi/resolver"
-	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
-	"github.com/epfl-cvlab/cvlab-queue/internal/cli"
 	"github.com/epfl-cvlab/cvlab-queue/internal/validation"
 )
 
@@ -130,24 +123,10 @@ func kubectlApply(ctx context.Context, u *unstructured.Unstructured) {
 	Expect(admin.Patch(ctx, &live, client.RawPatch(types.StrategicMergePatchType, patch))).To(Succeed())
 }
 
-// runCvlab runs `kubectl cvlab ARGS` in-process as p (a kubeconfig impersonating p) with an empty config
-// file, and returns what it printed.
+// runCvlab runs `kubectl cvlab ARGS` in-process as p with an empty config file (kubectlCvlab), and
+// returns what it printed.
 func runCvlab(p person, args ...string) (string, error) {
-	dir := GinkgoT().TempDir()
-	kubeconfig, config := filepath.Join(dir, "kubeconfig"), filepath.Join(dir, "cvlab.yaml")
-	Expect(clientcmd.WriteToFile(clientcmdapi.Config{
-		Clusters: map[string]*clientcmdapi.Cluster{"envtest": {Server: adminCfg.Host, CertificateAuthorityData: adminCfg.CAData}},
-		AuthInfos: map[string]*clientcmdapi.AuthInfo{"me": {ClientCertificateData: adminCfg.CertData, ClientKeyData: adminCfg.KeyData,
-			Impersonate: p.username, ImpersonateGroups: p.groups}},
-		Contexts:       map[string]*clientcmdapi.Context{"me": {Cluster: "envtest", AuthInfo: "me"}},
-		CurrentContext: "me",
-	}, kubeconfig)).To(Succeed())
-	Expect(os.WriteFile(config, nil, 0o600)).To(Succeed())
-	var out, errOut bytes.Buffer
-	cmd := cli.NewCommand(genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
-	cmd.SetArgs(append([]string{"--kubeconfig", kubeconfig, "--config", config}, args...))
-	err := cmd.Execute()
-	return out.String() + errOut.String(), err
+	return kubectlCvlab(context.Background(), p, args...)
 }
 
 var _ = Describe("the lab directory ties spec.clusterUser to the requester", Ordered, Serial, func() {
