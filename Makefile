@@ -77,3 +77,6 @@ include hack/local.mk
 # Fault injection (make test-chaos) and benchmarks (make bench, make bench-kueue).
 include hack/chaos.mk
 include hack/bench.mk
+
+# PrometheusSource against a real Prometheus built from Go modules (make test-prometheus).
+include hack/prometheus.mk

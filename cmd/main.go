@@ -46,6 +46,7 @@ type config struct {
 	qps                    float64
 	burst                  int
 	statusQPS              float64
+	idle                   idleFlags
 }
 
 func main() {
@@ -77,6 +78,7 @@ func main() {
 	flag.IntVar(&c.burst, "kube-api-burst", 400, "Burst of queries to the API server (client-side rate limit).")
 	flag.Float64Var(&c.statusQPS, "status-qps", controllers.DefaultStatusQPS,
 		"Most status writes per second for waiting jobs whose place in the queue changed (queuePosition, rank), written in the background, front of the queue first; within --kube-api-qps.")
+	c.idle.bind(flag.CommandLine)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -105,6 +107,10 @@ func run(c config) error {
 		if err := c.leaderElection.validate(); err != nil {
 			return err
 		}
+	}
+	idle, err := c.idle.settings()
+	if err != nil {
+		return err
 	}
 	adminGroups, err := validation.ParseAdminGroups(c.adminGroups)
 	if err != nil {
@@ -152,11 +158,15 @@ func run(c config) error {
 		UnschedulableTimeout: c.unschedulableTimeout,
 		Preemption:           policy,
 		MinRuntime:           c.minRuntime,
+		Idle:                 idle,
 		StatusQPS:            c.statusQPS,
 		Clock:                clock.RealClock{},
 		PublishNamespace:     validation.OperatorNamespace(),
 		PodOwnersNamespace:   validation.OperatorNamespace(),
 		DirectoryNamespace:   validation.OperatorNamespace(),
+	}
+	if opts.Utilization, err = c.idle.source(mgr.GetClient()); err != nil {
+		return err
 	}
 	if c.notifyWebhook != "" {
 		w := notify.NewWebhook(c.notifyWebhook, ctrl.Log.WithName("notify"))
@@ -190,6 +200,7 @@ func run(c config) error {
 	}
 	ctrl.Log.WithName("setup").Info("starting", "gpuCapacity", c.gpuCapacity, "gpuNodeSelector", c.gpuNodeSelector,
 		"preemption", c.preemption, "minRuntime", c.minRuntime, "maxHeadWait", c.maxHeadWait, "qps", c.qps, "burst", c.burst,
-		"dashboard", c.dashboardAddr, "metricsSecure", c.metricsSecure, "adminGroups", adminGroups)
+		"dashboard", c.dashboardAddr, "metricsSecure", c.metricsSecure, "adminGroups", adminGroups,
+		"idle", idle, "measured", opts.Utilization != nil)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }

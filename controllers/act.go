@@ -34,7 +34,13 @@ func preemptionEvictions(obs *observe.Observation, pr queue.Preemption, entries 
 		}
 		msg := fmt.Sprintf("evicted for %s, %s's %s outrank%s your %s; back in the queue",
 			pr.Preemptor, p.Job.Spec.User, gpuOrdinals(pe.FirstGPU, pe.LastGPU), plural(pe.FirstGPU == pe.LastGPU), gpuOrdinals(ve.FirstGPU, ve.LastGPU))
-		out = append(out, observe.Eviction{View: v, Reason: cvlabv1alpha1.EventPreempted, Message: msg, Preemptor: p, Node: pr.Node})
+		var idleSince time.Time
+		if ve.Idle { // reclaimed: any waiting job may evict an idle job (queue.Job.Idle)
+			idleSince = v.GPU.Since
+			msg = fmt.Sprintf("evicted for %s: your GPUs were idle (below %d%%) since %s; back in the queue",
+				pr.Preemptor, v.GPU.Settings.Threshold, idleSince.UTC().Format(time.RFC3339))
+		}
+		out = append(out, observe.Eviction{View: v, Reason: cvlabv1alpha1.EventPreempted, Message: msg, Preemptor: p, Node: pr.Node, IdleSince: idleSince})
 	}
 	return out
 }
@@ -53,7 +59,7 @@ func (r *QueueReconciler) evict(ctx context.Context, obs *observe.Observation, e
 		}
 		want.Message = ev.Message
 		t := metav1.NewTime(now)
-		if ev.Reason == cvlabv1alpha1.EventPreempted {
+		if ev.Reason == cvlabv1alpha1.EventPreempted || ev.Reason == cvlabv1alpha1.EventGPUReclaimed {
 			want.Preemptions++
 			setPreempted(want, true, cvlabv1alpha1.ReasonPreempted, ev.Message, v.Job.Generation, t)
 		}
@@ -98,6 +104,13 @@ func (r *QueueReconciler) evict(ctx context.Context, obs *observe.Observation, e
 		}
 		if r.recorder != nil {
 			r.recorder.Eventf(v.Job, preemptorJob(&ev), corev1.EventTypeWarning, ev.Reason, "Evict", "%s", ev.Message)
+		}
+		if !ev.IdleSince.IsZero() {
+			tellIdleReclaim(r, v, ev, now)
+		}
+		if ev.Reason == cvlabv1alpha1.EventGPUReclaimed { // --idle-action=Suspend
+			r.ledger.HoldBack(v.Job.UID, now.Add(r.opts.Idle.After))
+			continue
 		}
 		if ev.Reason != cvlabv1alpha1.EventPreempted {
 			r.backOff(v.Job.UID, now)
@@ -313,6 +326,7 @@ func desiredStatus(v *observe.Job, e *queue.Entry, cluster observe.Cluster, back
 	if condMsg == "" {
 		condMsg = st.Message
 	}
+	recordUtilization(st, v, gen, now)
 	setReady(st, condMsg, gen, t)
 	setStalled(st, st.Phase == cvlabv1alpha1.PhaseFailed, v.FinishReason, v.FinishMsg, gen, t)
 	return st

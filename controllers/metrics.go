@@ -36,9 +36,19 @@ var (
 		Name: "cvlab_decision_duration_seconds", Help: "Duration of one decision of the queue: observe, decide, act and record.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5 ms .. 16 s
 	})
+	metricJobUtilization = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "cvlab_job_gpu_utilization", Help: "Average utilisation (0-100) of a running job's GPUs over the last measuring window; only jobs measured recently.",
+	}, []string{"namespace", "job", "user"})
+	metricIdleGPUs = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cvlab_idle_gpus", Help: "GPUs of running jobs idle (below --idle-threshold) for --idle-after or longer.",
+	})
+	metricIdleGPUSeconds = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cvlab_idle_gpu_seconds_total", Help: "GPU-seconds measured below --idle-threshold, by the job's user.",
+	}, []string{"user"})
 )
 
 func init() {
 	metrics.Registry.MustRegister(metricCapacity, metricGPUsInUse, metricJobs, metricWaiting, metricWait,
-		metricAdmissions, metricPreemptions, metricStatusWrites, metricDecision)
+		metricAdmissions, metricPreemptions, metricStatusWrites, metricDecision,
+		metricJobUtilization, metricIdleGPUs, metricIdleGPUSeconds)
 }

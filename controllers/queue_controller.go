@@ -34,6 +34,7 @@ import (
 	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
+	"github.com/epfl-cvlab/cvlab-queue/internal/utilization"
 )
 
 // FieldOwner is the field manager of everything the operator writes.
@@ -68,6 +69,11 @@ type Options struct {
 	// Preemption says which waiting jobs may evict running ones; MinRuntime protects young jobs.
 	Preemption queue.Policy
 	MinRuntime time.Duration
+	// Idle is what the queue does with GPUs that sit idle (--idle-*, --utilization-interval).
+	Idle observe.IdleSettings
+	// Utilization measures the running jobs' GPUs every Idle.Interval (utilization.go); nil:
+	// nothing is measured and the idle policy never acts.
+	Utilization utilization.Source
 	// Notifier tells owners about preemptions (besides events and conditions); may be nil.
 	Notifier notify.Notifier
 	// View receives the queue after each decision, for the dashboard; may be nil.
@@ -96,7 +102,7 @@ type Options struct {
 // Settings are the options that change decisions, as the shared observation and the CLI know them.
 func (o Options) Settings() observe.Settings {
 	return observe.Settings{Preemption: o.Preemption, GPUCapacity: o.GPUCapacity, NodeSelector: o.NodeSelector,
-		MaxHeadWait: o.MaxHeadWait, MinRuntime: o.MinRuntime, UnschedulableTimeout: o.UnschedulableTimeout}
+		MaxHeadWait: o.MaxHeadWait, MinRuntime: o.MinRuntime, UnschedulableTimeout: o.UnschedulableTimeout, Idle: o.Idle}
 }
 
 // QueueReconciler is the single decision loop of the queue: it observes all CvlabJobs, their
@@ -127,6 +133,9 @@ type QueueReconciler struct {
 	// directory is the operator's copy of the lab directory (directory.go); nil: none.
 	directory *labDirectory
 
+	// utilization holds the last round of GPU samples until the loop takes it (utilization.go).
+	utilization utilizationStore
+
 	// jobs is the CvlabJob informer (jobs.go), set up by SetupWithManager.
 	jobs toolscache.SharedIndexInformer
 }
@@ -141,6 +150,15 @@ func NewQueueReconciler(c client.Client, apiReader client.Reader, recorder event
 	}
 	if opts.BackoffBase <= 0 {
 		opts.BackoffBase = 10 * time.Second
+	}
+	if opts.Idle == (observe.IdleSettings{}) {
+		opts.Idle = observe.DefaultSettings().Idle
+	}
+	if opts.Idle.Action == "" {
+		opts.Idle.Action = observe.DefaultIdleAction
+	}
+	if opts.Idle.Interval <= 0 {
+		opts.Idle.Interval = observe.DefaultUtilizationInterval
 	}
 	if opts.UnschedulableTimeout <= 0 {
 		opts.UnschedulableTimeout = observe.DefaultUnschedulableTimeout
@@ -194,6 +212,12 @@ func (r *QueueReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.publisher != nil {
 		if err := mgr.Add(manager.RunnableFunc(r.publisher.run)); err != nil {
+			return err
+		}
+	}
+	if r.opts.Utilization != nil {
+		m := &measurer{r: r, source: r.opts.Utilization, interval: r.opts.Idle.Interval}
+		if err := mgr.Add(manager.RunnableFunc(m.run)); err != nil {
 			return err
 		}
 	}
@@ -270,7 +294,13 @@ func (r *QueueReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (r
 		return reconcile.Result{}, nil // shutting down: the next leader decides again
 	}
 	r.publish(obs, d, snap, now)
+	recordUtilizationMetrics(obs, now)
 	res := reconcile.Result{RequeueAfter: obs.RequeueAfter(d.Wakeup, now)}
+	// A new round of GPU samples goes into the ledger after the decision; the next decision,
+	// asked for now, judges the jobs by them.
+	if r.measured(obs) {
+		r.wakeUp()
+	}
 	if len(errs) > 0 {
 		// A write that failed for one job must not stall the queue behind the controller's
 		// growing per-request backoff: the rest of the decision stands, and it is retried soon.
@@ -337,6 +367,12 @@ func planActions(obs *observe.Observation, d queue.Decision) actions {
 func (r *QueueReconciler) apply(ctx context.Context, obs *observe.Observation, d queue.Decision, now time.Time) []error {
 	p := planActions(obs, d)
 	var errs []error
+	// The idle warnings, and the suspensions of --idle-action=Suspend (utilization.go).
+	for _, ev := range r.warnIdle(obs, now) {
+		if !slices.ContainsFunc(p.evictions, func(o observe.Eviction) bool { return o.View == ev.View }) {
+			p.evictions = append(p.evictions, ev)
+		}
+	}
 	errs = append(errs, r.evict(ctx, obs, p.evictions, p.entries, now)...)
 	for _, u := range p.unfinished {
 		if err := r.deleteSeen(ctx, u.Pod); err != nil {

@@ -53,6 +53,12 @@ func setPreempted(st *cvlabv1alpha1.CvlabJobStatus, on bool, reason, msg string,
 }
 
 // setDisrupted records whether the job waits again because its node lost its pod.
+// setGPUIdle sets the GPUIdle condition (reasons Idle, Reclaimable, Active): see
+// recordUtilization.
+func setGPUIdle(st *cvlabv1alpha1.CvlabJobStatus, on bool, reason, msg string, gen int64, now metav1.Time) {
+	setCondition(st, cvlabv1alpha1.ConditionGPUIdle, on, reason, msg, gen, now)
+}
+
 func setDisrupted(st *cvlabv1alpha1.CvlabJobStatus, on bool, reason, msg string, gen int64, now metav1.Time) {
 	setCondition(st, cvlabv1alpha1.ConditionDisrupted, on, reason, msg, gen, now)
 }
@@ -96,7 +102,8 @@ func statusEqual(a, b *cvlabv1alpha1.CvlabJobStatus) bool {
 	if a.Phase != b.Phase || !int32PtrEqual(a.QueuePosition, b.QueuePosition) || !int32PtrEqual(a.Rank, b.Rank) ||
 		a.UserGPUs != b.UserGPUs || a.PodName != b.PodName || a.Admissions != b.Admissions ||
 		a.Preemptions != b.Preemptions || a.Disruptions != b.Disruptions || a.Node != b.Node ||
-		a.WaitingReason != b.WaitingReason || !a.BackoffUntil.Equal(b.BackoffUntil) || a.ReservedNode != b.ReservedNode || !a.AdmittedAt.Equal(b.AdmittedAt) || !a.StartTime.Equal(b.StartTime) ||
+		a.WaitingReason != b.WaitingReason || !a.BackoffUntil.Equal(b.BackoffUntil) || a.ReservedNode != b.ReservedNode ||
+		!utilizationEqual(a.GPUUtilization, b.GPUUtilization) || !a.IdleSince.Equal(b.IdleSince) || !a.AdmittedAt.Equal(b.AdmittedAt) || !a.StartTime.Equal(b.StartTime) ||
 		!a.CompletionTime.Equal(b.CompletionTime) || a.Message != b.Message ||
 		a.ObservedGeneration != b.ObservedGeneration || len(a.Conditions) != len(b.Conditions) {
 		return false
@@ -109,6 +116,11 @@ func statusEqual(a, b *cvlabv1alpha1.CvlabJobStatus) bool {
 		}
 	}
 	return true
+}
+
+func utilizationEqual(a, b *cvlabv1alpha1.GPUUtilization) bool {
+	return a == nil && b == nil || a != nil && b != nil && a.Percent == b.Percent && a.MemoryUsedMiB == b.MemoryUsedMiB &&
+		a.Window == b.Window && a.MeasuredAt.Equal(&b.MeasuredAt)
 }
 
 func int32PtrEqual(a, b *int32) bool {

@@ -22,8 +22,9 @@ func TestStatusEqual(t *testing.T) {
 		return &cvlabv1alpha1.CvlabJobStatus{
 			Phase: cvlabv1alpha1.PhaseRunning, QueuePosition: i32(3), Rank: i32(7), UserGPUs: "2", PodName: "j-1",
 			Admissions: 1, Preemptions: 1, AdmittedAt: &t0, StartTime: &t0, CompletionTime: &t0, Message: "m",
-			ObservedGeneration: 2, BackoffUntil: &t0,
-			Conditions: []metav1.Condition{{Type: "Running", Status: metav1.ConditionTrue, Reason: "R", Message: "m", ObservedGeneration: 2, LastTransitionTime: t0}},
+			ObservedGeneration: 2, BackoffUntil: &t0, IdleSince: &t0,
+			GPUUtilization: &cvlabv1alpha1.GPUUtilization{Percent: 40, MemoryUsedMiB: 100, Window: metav1.Duration{Duration: time.Minute}, MeasuredAt: t0},
+			Conditions:     []metav1.Condition{{Type: "Running", Status: metav1.ConditionTrue, Reason: "R", Message: "m", ObservedGeneration: 2, LastTransitionTime: t0}},
 		}
 	}
 	check := func(name string, a, b *cvlabv1alpha1.CvlabJobStatus) {

@@ -431,6 +431,9 @@ func deferrable(v *observe.Job, want *cvlabv1alpha1.CvlabJobStatus) bool {
 	n.QueuePosition, n.Rank, n.UserGPUs, n.Message = cur.QueuePosition, cur.Rank, cur.UserGPUs, cur.Message
 	// Why a job waits changes with its place, as its message does: written with it.
 	n.WaitingReason, n.ReservedNode, n.BackoffUntil = cur.WaitingReason, cur.ReservedNode, cur.BackoffUntil
+	// A running job's new utilisation alone, its idle state unchanged (idleSince, the GPUIdle
+	// condition), is a position-like write too (recordUtilization bounds how often it changes).
+	n.GPUUtilization = cur.GPUUtilization
 	n.Conditions = slices.Clone(want.Conditions)
 	for i := range n.Conditions {
 		c := &n.Conditions[i]

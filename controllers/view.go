@@ -60,6 +60,7 @@ func (r *QueueReconciler) publish(obs *observe.Observation, d queue.Decision, s 
 		if st.QueuePosition != nil {
 			j.Position = int(*st.QueuePosition)
 		}
+		j.SetUtilization(st)
 		return j
 	}
 	for _, v := range obs.Views {
@@ -113,6 +114,7 @@ func (r *QueueReconciler) publish(obs *observe.Observation, d queue.Decision, s 
 			Free: max(s.Capacity-s.PoolBusy-snap.Used, 0)}}
 	}
 	snap.Free = max(snap.Capacity-snap.Foreign-snap.Used, 0)
+	snap.SummarizeUtilization()
 	snap.Preemptions = slices.Clone(r.recentPreemptions)
 
 	// Metrics.

@@ -27,6 +27,11 @@
 #   API_PORT ETCD_PORT ETCD_PEER_PORT SCHEDULER_PORT CONTROLLER_MANAGER_PORT MANAGER_PROBE_PORT
 #   DASHBOARD_PORT   loopback ports (defaults 16443 12379 12380 20259 20257 18081 15336; the last
 #                    one is the operator's dashboard, when the operator has --dashboard-bind-address)
+#   FAKE_DCGM_PORT   loopback port of the fake dcgm-exporter (cmd/fake-dcgm-exporter, default 19400):
+#                    the GPUs' utilisation that the pods' annotation cvlab.epfl.ch/simulated-utilization
+#                    says, read by the operator through --dcgm-exporter-url
+#   IDLE_ARGS        the operator's idle settings (default short ones for the demo:
+#                    "--idle-after=2m --idle-grace=1m --utilization-interval=15s"; MANAGER_ARGS win)
 #   READY_TIMEOUT    seconds to wait for each component (default 120)
 #   STOP_WITH_PID    with --detach: a watchdog stops the cluster when that process exits (the e2e
 #                    suite passes its own pid, so that a killed test run leaves nothing behind)
@@ -39,6 +44,7 @@ k8sbin="$root/bin/k8s/$K8S_VERSION"
 KUBECTL="$k8sbin/kubectl"
 KWOK="$root/bin/kwok"
 MANAGER="$root/bin/manager"
+FAKE_DCGM="$root/bin/fake-dcgm-exporter"
 
 LOCAL_DIR=$(realpath -m -s "${LOCAL_DIR:-$root/.local}") # absolute, symlinks kept as given
 pki="$LOCAL_DIR/pki"
@@ -52,6 +58,8 @@ SCHEDULER_PORT=${SCHEDULER_PORT:-20259}
 CONTROLLER_MANAGER_PORT=${CONTROLLER_MANAGER_PORT:-20257}
 MANAGER_PROBE_PORT=${MANAGER_PROBE_PORT:-18081}
 DASHBOARD_PORT=${DASHBOARD_PORT:-15336}
+FAKE_DCGM_PORT=${FAKE_DCGM_PORT:-19400}
+IDLE_ARGS=${IDLE_ARGS---idle-after=2m --idle-grace=1m --utilization-interval=15s}
 NODES=${NODES:-4}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 NODE_FILE=${NODE_FILE:-}
@@ -62,7 +70,7 @@ STOP_WITH_PID=${STOP_WITH_PID:-}
 
 # Components in start order; they are stopped in the reverse order. The watchdog only runs with
 # STOP_WITH_PID in detached mode.
-components=(etcd kube-apiserver kwok kube-scheduler kube-controller-manager manager watchdog)
+components=(etcd kube-apiserver kwok kube-scheduler kube-controller-manager fake-dcgm-exporter manager watchdog)
 
 log() { printf '[local-cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -163,6 +171,8 @@ build() {
   fi
   log "building the operator (bin/manager)"
   (cd "$root" && go build -o "$MANAGER" ./cmd)
+  log "building the fake dcgm-exporter (bin/fake-dcgm-exporter)"
+  (cd "$root" && go build -o "$FAKE_DCGM" ./cmd/fake-dcgm-exporter)
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -492,7 +502,7 @@ up() {
   busy=$(running | tr '\n' ' ')
   [ -z "$busy" ] || die "already running from $LOCAL_DIR: $busy(stop it with 'hack/local-cluster.sh stop' or 'make clean-local')"
   local p
-  for p in "$API_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT" "$SCHEDULER_PORT" "$CONTROLLER_MANAGER_PORT" "$MANAGER_PROBE_PORT" "$DASHBOARD_PORT"; do
+  for p in "$API_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT" "$SCHEDULER_PORT" "$CONTROLLER_MANAGER_PORT" "$MANAGER_PROBE_PORT" "$DASHBOARD_PORT" "$FAKE_DCGM_PORT"; do
     port_free "$p" || die "port 127.0.0.1:$p is in use (set API_PORT, ETCD_PORT, ... to other ports)"
   done
   node_list >/dev/null
@@ -590,6 +600,10 @@ up() {
   wait_for "CRD cvlabjobs.cvlab.epfl.ch established" "" \
     k wait --for=condition=Established crd/cvlabjobs.cvlab.epfl.ch --timeout=5s
 
+  log "starting the fake dcgm-exporter (http://127.0.0.1:$FAKE_DCGM_PORT/metrics, annotation cvlab.epfl.ch/simulated-utilization)"
+  start fake-dcgm-exporter "$FAKE_DCGM" --kubeconfig="$LOCAL_DIR/kubeconfig" --bind-address="127.0.0.1:$FAKE_DCGM_PORT"
+  wait_for "fake dcgm-exporter /health" fake-dcgm-exporter http_ok "$FAKE_DCGM_PORT" /health
+
   local manager_args=(--kubeconfig="$LOCAL_DIR/manager.kubeconfig"
     --health-probe-bind-address="127.0.0.1:$MANAGER_PROBE_PORT" --metrics-bind-address=0)
   [ "$capacity" = off ] || manager_args+=(--gpu-capacity="$capacity")
@@ -599,6 +613,19 @@ up() {
     manager_args+=(--dashboard-bind-address="127.0.0.1:$DASHBOARD_PORT")
     dashboard="http://127.0.0.1:$DASHBOARD_PORT/"
   fi
+  local help f n
+  help=$("$MANAGER" --help 2>&1 || true)
+  if grep -q -- '-dcgm-exporter-url' <<<"$help"; then
+    manager_args+=(--dcgm-exporter-url="http://127.0.0.1:$FAKE_DCGM_PORT/metrics")
+  else
+    log "this operator has no --dcgm-exporter-url: the fake dcgm-exporter runs unread"
+  fi
+  for f in $IDLE_ARGS; do # each idle flag only when this operator has it
+    n=${f%%=*}
+    n=${n#-}
+    n=${n#-}
+    if grep -qE -- "^ +--?$n( |$)" <<<"$help"; then manager_args+=("$f"); fi
+  done
   # shellcheck disable=SC2206 # MANAGER_ARGS is a list of flags
   manager_args+=($MANAGER_ARGS)
   log "starting the operator as $operator_user (bin/manager ${manager_args[*]})"
@@ -622,7 +649,8 @@ Local cluster ready in $((SECONDS - t0)) s: $n fake nodes, $total GPUs (operator
   kubectl describe cvj alice-train
 Contexts: cvlab-local (cluster admin, the default), alice and bob (cvlab-user in namespace $demo_namespace), root (queue admin)
 ${dashboard:+Dashboard: $dashboard
-}Logs: $logs/*.log
+}Fake dcgm-exporter: http://127.0.0.1:$FAKE_DCGM_PORT/metrics (docs/local-cluster.md#gpu-utilisation-the-fake-dcgm-exporter)
+Logs: $logs/*.log
 EOF
   if [ -n "$detach" ]; then
     if [ -n "$STOP_WITH_PID" ]; then

@@ -248,10 +248,35 @@ const (
 	// message; absent otherwise. kstatus (Flux health checks) computes a Stalled=True object as
 	// Failed.
 	ConditionStalled = "Stalled"
+	// ConditionGPUIdle is True while a running job's GPUs have been idle (below
+	// --idle-threshold) for --idle-after: reason Idle while it is only a warning, Reclaimable once
+	// its GPUs count as free for the queue (any waiting job that fits may evict it); False (reason
+	// Active) once its GPUs work again.
+	ConditionGPUIdle = "GPUIdle"
 	// ConditionDisrupted is True while a job waits again because its pod was lost to its node
 	// (node deleted or NotReady, kubelet eviction, drain): not its owner's doing.
 	ConditionDisrupted = "Disrupted"
 )
+
+// GPUUtilization is what a running job's GPUs did over one measuring window.
+type GPUUtilization struct {
+	// percent is the average utilisation of the job's GPUs over the window, 0-100
+	// (DCGM_FI_PROF_GR_ENGINE_ACTIVE, or DCGM_FI_DEV_GPU_UTIL where profiling metrics are off).
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	Percent int32 `json:"percent"`
+
+	// memoryUsedMiB is the GPU memory in use (DCGM_FI_DEV_FB_USED), summed over the job's GPUs.
+	// +optional
+	MemoryUsedMiB int64 `json:"memoryUsedMiB,omitempty"`
+
+	// window is what the average is over, such as "5m".
+	// +kubebuilder:validation:Type=string
+	Window metav1.Duration `json:"window"`
+
+	// measuredAt is when it was measured.
+	MeasuredAt metav1.Time `json:"measuredAt"`
+}
 
 // CvlabJobStatus is the queue's view of the job. Only the operator writes it.
 type CvlabJobStatus struct {
@@ -313,6 +338,19 @@ type CvlabJobStatus struct {
 	// +optional
 	ReservedNode string `json:"reservedNode,omitempty"`
 
+	// gpuUtilization is what the job's GPUs did over the last measuring window, while it runs
+	// (from NVIDIA's dcgm-exporter, directly or through Prometheus). Absent when unknown: no data
+	// is never taken for idleness.
+	// +optional
+	GPUUtilization *GPUUtilization `json:"gpuUtilization,omitempty"`
+
+	// idleSince is since when the running job's GPUs have been below the operator's
+	// --idle-threshold, as measured; absent while they are busy or unmeasured. A job idle for
+	// --idle-after gets the GPUIdle condition and its owner is told; after a further --idle-grace
+	// its GPUs count as free for the queue (see the GPUIdle condition for what happens).
+	// +optional
+	IdleSince *metav1.Time `json:"idleSince,omitempty"`
+
 	// admittedAt is when the job was last admitted.
 	// +optional
 	AdmittedAt *metav1.Time `json:"admittedAt,omitempty"`
@@ -356,6 +394,7 @@ type CvlabJobStatus struct {
 // +kubebuilder:printcolumn:name="Position",type=integer,JSONPath=`.status.queuePosition`
 // +kubebuilder:printcolumn:name="GPU#",type=string,JSONPath=`.status.userGPUs`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Util",type=integer,JSONPath=`.status.gpuUtilization.percent`,priority=1
 // +kubebuilder:printcolumn:name="Rank",type=integer,JSONPath=`.status.rank`,priority=1
 // +kubebuilder:printcolumn:name="Pod",type=string,JSONPath=`.status.podName`,priority=1
 // +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.message`,priority=1

@@ -37,6 +37,13 @@ const (
 	ReasonInvalidSpec = "InvalidSpec"
 	// ReasonNodeLost: the job's pod was lost to its node (Disrupted condition).
 	ReasonNodeLost = "NodeLost"
+	// ReasonIdle: the job's GPUs have been idle for --idle-after; a warning (GPUIdle condition).
+	ReasonIdle = "Idle"
+	// ReasonReclaimable: the job's GPUs have been idle for --idle-after plus --idle-grace: they
+	// count as free for the queue (GPUIdle condition; Preempted condition when it is evicted).
+	ReasonReclaimable = "Reclaimable"
+	// ReasonActive: the job's GPUs work again (GPUIdle condition turned False).
+	ReasonActive = "Active"
 )
 
 // Event reasons of the events the operator emits on CvlabJobs (`kubectl get events`,
@@ -61,6 +68,11 @@ const (
 	EventUnschedulable = "Unschedulable"
 	// EventDisrupted: the job's pod was lost to its node and the job went back to the queue.
 	EventDisrupted = "Disrupted"
+	// EventGPUIdle: the job's GPUs have been idle for --idle-after (a Warning, to its owner).
+	EventGPUIdle = "GPUIdle"
+	// EventGPUReclaimed: the job's idle GPUs were given back: it was evicted for a waiting job, or
+	// suspended (--idle-action=Suspend).
+	EventGPUReclaimed = "GPUReclaimed"
 )
 
 // WaitingReason says, as a value, why a queued job waits; status.message says it in a sentence.

@@ -28,14 +28,14 @@ func TestQueueTable(t *testing.T) {
 	if err := Queue(v, QueueFilter{Namespace: "lab"}).Write(&out, "", set, v.Now); err != nil {
 		t.Fatal(err)
 	}
-	want := `RANK   POS   USER    JOB       GPUS   GPU#   PRIO   PHASE     AGE
-1      1     carol   carol-c   1      1      0      Queued    30s
-2            bob     bob-b     2      1-2    0      Running   2m
-3      2     bob     bob-e     1      3      0      Queued    10s
+	want := `RANK   POS   USER    JOB       GPUS   GPU#   PRIO   PHASE     AGE   UTIL   IDLE
+1      1     carol   carol-c   1      1      0      Queued    30s   -      -
+2            bob     bob-b     2      1-2    0      Running   2m    ?      -
+3      2     bob     bob-e     1      3      0      Queued    10s   -      -
 -------- capacity cut: 6 GPUs; the jobs above fit, those below wait (or may be preempted) --------
-4            alice   alice-a   4      1-4    0      Running   2m
-5      3     alice   alice-d   2      5-6    0      Queued    20s
--            dave    prep      0      -      0      Running   60s
+4            alice   alice-a   4      1-4    0      Running   2m    ?      -
+5      3     alice   alice-d   2      5-6    0      Queued    20s   -      -
+-            dave    prep      0      -      0      Running   60s   -      -
 
 capacity 7 GPUs, 7 used (1 by other pods), 3 jobs waiting for 4 GPUs
 `
@@ -242,12 +242,12 @@ func TestTop(t *testing.T) {
 	if err := WriteTop(&out, v); err != nil {
 		t.Fatal(err)
 	}
-	wantOut := `USER           GPUS IN USE   JOBS RUNNING   GPUS WAITING   JOBS WAITING
-alice          4             1              2              1
-bob            2             1              1              1
-carol          0             0              1              1
-(other pods)   1             -              -              -
-TOTAL          7             2              4              3
+	wantOut := `USER           GPUS IN USE   JOBS RUNNING   GPUS WAITING   JOBS WAITING   UTIL   IDLE GPUS
+alice          4             1              2              1              ?      0
+bob            2             1              1              1              ?      0
+carol          0             0              1              1              -      0
+(other pods)   1             -              -              -              -      -
+TOTAL          7             2              4              3              ?      0
 
 7 GPUs in use of 7 (0 free)
 `

@@ -14,6 +14,7 @@ import (
 	"github.com/epfl-cvlab/cvlab-queue/internal/cluster"
 	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
+	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
 )
 
 // QueueRow is one active job of the queue table.
@@ -38,6 +39,11 @@ type QueueRow struct {
 	// InCapacity is true when the job ranks inside the capacity: its GPUs and those of the jobs
 	// ranked above it fit in the GPUs the queue can hold.
 	InCapacity bool `json:"inCapacity"`
+	// Utilization is a running job's status.gpuUtilization (absent when unknown); IdleSince its
+	// status.idleSince; Idle the GPUIdle condition's reason while True (Idle or Reclaimable).
+	Utilization *cvlabv1alpha1.GPUUtilization `json:"utilization,omitempty"`
+	IdleSince   *time.Time                    `json:"idleSince,omitempty"`
+	Idle        string                        `json:"idle,omitempty"`
 }
 
 // QueueReport is the queue table and its summary.
@@ -79,6 +85,13 @@ func Queue(v *View, f QueueFilter) *QueueReport {
 	row := func(j *cvlabv1alpha1.CvlabJob) QueueRow {
 		q := QueueRow{Namespace: j.Namespace, Name: j.Name, User: j.Spec.User, GPUs: j.Spec.GPUs, Priority: j.Spec.Priority,
 			Phase: string(j.Status.Phase), Created: j.CreationTimestamp.Time, Message: j.Status.Message}
+		if runsOnGPUs(j) {
+			q.Utilization = j.Status.GPUUtilization
+			if t := j.Status.IdleSince; t != nil {
+				q.IdleSince = &t.Time
+			}
+			q.Idle = queueview.IdleReason(j.Status.Conditions)
+		}
 		if q.Phase == "" {
 			q.Phase = string(cvlabv1alpha1.PhaseQueued)
 		}
@@ -173,7 +186,7 @@ func (r *QueueReport) Write(w io.Writer, output string, s observe.Settings, now 
 	}
 	wide := output == "wide"
 	t := &table{}
-	header := []string{"RANK", "POS", "USER", "JOB", "GPUS", "GPU#", "PRIO", "PHASE", "AGE"}
+	header := []string{"RANK", "POS", "USER", "JOB", "GPUS", "GPU#", "PRIO", "PHASE", "AGE", "UTIL", "IDLE"}
 	if wide {
 		header = append(header, "NODE", "MESSAGE")
 	}
@@ -201,7 +214,7 @@ func (r *QueueReport) Write(w io.Writer, output string, s observe.Settings, now 
 			userGPUs = "-"
 		}
 		cells := []string{dash(q.Rank), pos, q.User, name, strconv.Itoa(int(q.GPUs)), userGPUs,
-			strconv.Itoa(int(q.Priority)), q.Phase, age(q.Created, now)}
+			strconv.Itoa(int(q.Priority)), q.Phase, age(q.Created, now), q.utilText(), q.idleText(now)}
 		if wide {
 			node := q.Node
 			if node == "" {
@@ -242,21 +255,36 @@ type TopRow struct {
 	RunningJobs int    `json:"runningJobs"`
 	WaitingGPUs int32  `json:"waitingGPUs"`
 	WaitingJobs int    `json:"waitingJobs"`
+	// Utilization is the GPU-weighted average utilisation of the user's running jobs whose
+	// utilisation is known (absent when none is), over MeasuredGPUs; IdleGPUs the GPUs of their
+	// idle running jobs.
+	Utilization  *int32 `json:"utilization,omitempty"`
+	MeasuredGPUs int32  `json:"measuredGPUs,omitempty"`
+	IdleGPUs     int32  `json:"idleGPUs"`
 }
 
 // Top sums up who uses how many GPUs: per user, the GPUs and jobs held (admitted or running) and
 // those waiting, most GPUs in use first.
 func Top(v *View) []TopRow {
-	users := map[string]*TopRow{}
+	rows, _ := top(v)
+	return rows
+}
+
+// top is Top and each user's utilisation sum.
+func top(v *View) ([]TopRow, map[string]*utilSum) {
+	users, sums := map[string]*TopRow{}, map[string]*utilSum{}
 	for _, e := range v.Decision.Order {
 		u := users[e.User]
 		if u == nil {
 			u = &TopRow{User: e.User}
-			users[e.User] = u
+			users[e.User], sums[e.User] = u, &utilSum{}
 		}
 		if e.State == queue.Holding {
 			u.RunningGPUs += e.GPUs
 			u.RunningJobs++
+			if j := v.Jobs[e.Key]; j != nil {
+				sums[e.User].add(j)
+			}
 		} else {
 			u.WaitingGPUs += e.GPUs
 			u.WaitingJobs++
@@ -264,6 +292,8 @@ func Top(v *View) []TopRow {
 	}
 	rows := make([]TopRow, 0, len(users))
 	for _, u := range users {
+		sum := sums[u.User]
+		u.Utilization, u.MeasuredGPUs, u.IdleGPUs = sum.average(), sum.measured, sum.idle
 		rows = append(rows, *u)
 	}
 	slices.SortFunc(rows, func(a, b TopRow) int {
@@ -275,26 +305,35 @@ func Top(v *View) []TopRow {
 		}
 		return strings.Compare(a.User, b.User)
 	})
-	return rows
+	return rows, sums
 }
 
 // WriteTop prints the per-user table, pods outside the queue, and the totals.
 func WriteTop(w io.Writer, v *View) error {
 	t := &table{}
-	t.add("USER", "GPUS IN USE", "JOBS RUNNING", "GPUS WAITING", "JOBS WAITING")
+	t.add("USER", "GPUS IN USE", "JOBS RUNNING", "GPUS WAITING", "JOBS WAITING", "UTIL", "IDLE GPUS")
 	var total TopRow
-	for _, u := range Top(v) {
-		t.add(u.User, strconv.Itoa(int(u.RunningGPUs)), strconv.Itoa(u.RunningJobs), strconv.Itoa(int(u.WaitingGPUs)), strconv.Itoa(u.WaitingJobs))
+	var totalSum utilSum
+	rows, sums := top(v)
+	for _, u := range rows {
+		sum := sums[u.User]
+		t.add(u.User, strconv.Itoa(int(u.RunningGPUs)), strconv.Itoa(u.RunningJobs), strconv.Itoa(int(u.WaitingGPUs)), strconv.Itoa(u.WaitingJobs),
+			sum.text(), strconv.Itoa(int(u.IdleGPUs)))
+		totalSum.weighted += sum.weighted
+		totalSum.measured += sum.measured
+		totalSum.running += sum.running
+		totalSum.idle += sum.idle
 		total.RunningGPUs += u.RunningGPUs
 		total.RunningJobs += u.RunningJobs
 		total.WaitingGPUs += u.WaitingGPUs
 		total.WaitingJobs += u.WaitingJobs
 	}
 	if v.Foreign > 0 {
-		t.add("(other pods)", strconv.Itoa(int(v.Foreign)), "-", "-", "-")
+		t.add("(other pods)", strconv.Itoa(int(v.Foreign)), "-", "-", "-", "-", "-")
 		total.RunningGPUs += v.Foreign
 	}
-	t.add("TOTAL", strconv.Itoa(int(total.RunningGPUs)), strconv.Itoa(total.RunningJobs), strconv.Itoa(int(total.WaitingGPUs)), strconv.Itoa(total.WaitingJobs))
+	t.add("TOTAL", strconv.Itoa(int(total.RunningGPUs)), strconv.Itoa(total.RunningJobs), strconv.Itoa(int(total.WaitingGPUs)), strconv.Itoa(total.WaitingJobs),
+		totalSum.text(), strconv.Itoa(int(totalSum.idle)))
 	if err := t.write(w); err != nil {
 		return err
 	}

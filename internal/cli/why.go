@@ -43,6 +43,7 @@ func Explain(v *View, key, me string) string {
 	default:
 		x.waiting(e)
 	}
+	x.idle(e)
 	if st.Message != "" {
 		x.line("Operator's status: %s", st.Message)
 	}

@@ -380,9 +380,9 @@ func TestPage(t *testing.T) {
 	}
 	want := map[string]any{
 		"carol": map[string]string{"Rank": "4", "Position": "2", "User": "carol", "Job": "lab/carol-sweep", "GPUs": "2", "GPU#": "1-2",
-			"Priority": "0", "Phase": "Queued ↺1", "Node": "–", "For": "2m", "Message": "waiting: 1 job ahead"},
+			"Priority": "0", "Phase": "Queued ↺1", "Node": "–", "For": "2m", "GPU util": "–", "Message": "waiting: 1 job ahead"},
 		"dave": map[string]string{"Rank": "–", "Position": "–", "User": "dave", "Job": "lab/dave-cpu", "GPUs": "0", "GPU#": "–",
-			"Priority": "0", "Phase": "Running", "Node": "cpu-1", "For": "1m", "Message": "running on cpu-1"},
+			"Priority": "0", "Phase": "Running", "Node": "cpu-1", "For": "1m", "GPU util": "–", "Message": "running on cpu-1"},
 		"updated":     "Last updated 2026-03-02 10:00:00 UTC (5s ago)",
 		"stats":       []string{"8", "6", "1", "1"},
 		"viewport":    1,

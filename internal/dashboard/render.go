@@ -38,18 +38,42 @@ type jobRow struct {
 	CutBefore, CutAfter, CPUFirst bool
 	PhaseClass                    string
 	For, SinceISO                 string
+	Util                          utilCell
+}
+
+// utilCell is a running GPU job's utilisation: Running false shows a dash (not measured: the
+// job does not run or has no GPU), Known false shows "unknown" (never 0).
+type utilCell struct {
+	Running, Known bool
+	Pct            int
+	Title          string
+	// IdleFor is how long the job's GPUs have been idle ("" when they are not); Reclaimable
+	// once the GPUIdle condition says its GPUs count as free for the queue; Warned once the
+	// owner was told (condition reason Idle).
+	IdleFor             string
+	Warned, Reclaimable bool
 }
 
 type userRow struct {
 	// U is the user's sums (not embedded: its field User would clash with the type's name).
 	U                queueview.User
 	UsedPct, WaitPct int
+	// UtilPct is the user's GPU-weighted utilisation (U.Utilization), UtilKnown false when none
+	// of their running jobs is measured.
+	UtilPct   int
+	UtilKnown bool
+	// Running: the user has a running GPU job (the utilisation line is shown).
+	Running bool
 }
 
 type nodeRow struct {
 	queueview.Node
 	Label                        string
 	UsedPct, ForeignPct, FreePct int
+	UtilPct                      int
+	UtilKnown                    bool
+	// Running: a running GPU job is on the node ("unknown" rather than a dash when unmeasured).
+	Running bool
 }
 
 type preemptionRow struct {
@@ -80,7 +104,7 @@ func (h *Handler) build(snap *queueview.Snapshot, filter string, now time.Time) 
 	}
 	placed, cpu, lastGPU := false, false, -1
 	for _, j := range jobs {
-		r := jobRow{Job: j, PhaseClass: phaseClass(j.Phase), For: "–"}
+		r := jobRow{Job: j, PhaseClass: phaseClass(j.Phase), For: "–", Util: utilOf(j, now, h.loc)}
 		if !j.Since.IsZero() {
 			r.For = humanDuration(now.Sub(j.Since))
 			r.SinceISO = j.Since.UTC().Format(time.RFC3339)
@@ -99,16 +123,27 @@ func (h *Handler) build(snap *queueview.Snapshot, filter string, now time.Time) 
 		p.Jobs[lastGPU].CutAfter = true
 	}
 
+	// Who runs GPU jobs where: only they have a utilisation, known or not.
+	runningUsers, runningNodes := map[string]bool{}, map[string]bool{}
+	for _, j := range snap.Jobs {
+		if j.GPUs > 0 && j.Phase == "Running" {
+			runningUsers[j.User], runningNodes[j.Node] = true, true
+		}
+	}
 	scale := max(snap.Capacity, 1)
 	for _, u := range snap.Users {
 		if !matches(filter, u.User) {
 			continue
 		}
 		used := pct(u.GPUsInUse, scale)
-		p.Users = append(p.Users, userRow{U: u, UsedPct: used, WaitPct: min(pct(u.WaitingGPUs, scale), 100-used)})
+		r := userRow{U: u, UsedPct: used, WaitPct: min(pct(u.WaitingGPUs, scale), 100-used), Running: runningUsers[u.User]}
+		if u.Utilization != nil {
+			r.UtilPct, r.UtilKnown = clampPct(*u.Utilization), true
+		}
+		p.Users = append(p.Users, r)
 	}
 	for _, n := range snap.Nodes {
-		r := nodeRow{Node: n, Label: n.Name}
+		r := nodeRow{Node: n, Label: n.Name, Running: runningNodes[n.Name] || (!snap.NodeAware && len(runningUsers) > 0)}
 		if r.Label == "" {
 			r.Label = "(pool)"
 		}
@@ -116,6 +151,9 @@ func (h *Handler) build(snap *queueview.Snapshot, filter string, now time.Time) 
 		r.UsedPct = pct(n.Used, total)
 		r.ForeignPct = min(pct(n.Foreign, total), 100-r.UsedPct)
 		r.FreePct = min(pct(n.Free, total), 100-r.UsedPct-r.ForeignPct)
+		if n.Utilization != nil {
+			r.UtilPct, r.UtilKnown = clampPct(*n.Utilization), true
+		}
 		p.Nodes = append(p.Nodes, r)
 	}
 	for _, e := range snap.Preemptions {
@@ -127,6 +165,38 @@ func (h *Handler) build(snap *queueview.Snapshot, filter string, now time.Time) 
 	}
 	return p
 }
+
+// utilOf is the utilisation cell of a job.
+func utilOf(j queueview.Job, now time.Time, loc *time.Location) utilCell {
+	c := utilCell{Running: j.GPUs > 0 && j.Phase == "Running"}
+	if !c.Running {
+		return c
+	}
+	if u := j.Utilization; u != nil {
+		c.Known, c.Pct = true, clampPct(u.Percent)
+		c.Title = fmt.Sprintf("%d%% average", u.Percent)
+		if u.Window != "" {
+			c.Title += " over " + u.Window
+		}
+		if u.MemoryUsedMiB > 0 {
+			c.Title += fmt.Sprintf(", %d MiB of GPU memory used", u.MemoryUsedMiB)
+		}
+		if !u.MeasuredAt.IsZero() {
+			c.Title += ", measured " + u.MeasuredAt.In(loc).Format("15:04:05")
+		}
+	} else {
+		c.Title = "no utilisation data (exporter down, no series or a stale sample): unknown, never taken for idle"
+	}
+	if j.IdleSince != nil {
+		c.IdleFor = humanDuration(now.Sub(*j.IdleSince))
+	}
+	c.Warned = j.Idle != ""
+	c.Reclaimable = j.Idle == "Reclaimable"
+	return c
+}
+
+// clampPct is a percent within 0…100.
+func clampPct(p int32) int { return int(max(min(p, 100), 0)) }
 
 // phaseClass is the CSS class of a phase, from a fixed set.
 func phaseClass(phase string) string {

@@ -26,6 +26,8 @@ type Ledger struct {
 	// PodNode is the node of each job's pod as last seen, to tell a pod that vanished with its
 	// node from one deleted by a person (status.node after a restart).
 	PodNode map[types.UID]string
+	// Idle is what the measured GPUs of running jobs did (idle.go); nil until measured.
+	Idle map[types.UID]IdleTrack
 	// Head is the first waiting job of the last decision and HeadSince when it became first.
 	Head      string
 	HeadSince time.Time
@@ -43,12 +45,16 @@ type Expectation struct {
 type Reservation struct {
 	Node  string
 	Since time.Time
+	// Idle is set when the GPUs were reclaimed from idle jobs (queue.Job.IdleClaim).
+	Idle bool
 }
 
-// Backoff holds a job back until Until after Failures failed starts.
+// Backoff holds a job back until Until after Failures failed starts, or because its GPUs sat
+// idle (Idle, --idle-action=Suspend).
 type Backoff struct {
 	Until    time.Time
 	Failures int
+	Idle     bool
 }
 
 const (
@@ -80,10 +86,17 @@ func FromStatus(jobs []*cvlabv1alpha1.CvlabJob, pub Published, now time.Time) *L
 			l.Backoff[j.UID] = Backoff{Until: st.BackoffUntil.Time, Failures: 1}
 		}
 		if st.ReservedNode != "" && st.Phase == cvlabv1alpha1.PhaseQueued {
-			l.Reserved[j.UID] = Reservation{Node: st.ReservedNode, Since: now}
+			// The operator keeps only the claims that stand, those made on idle jobs included.
+			l.Reserved[j.UID] = Reservation{Node: st.ReservedNode, Since: now, Idle: true}
 		}
 		if st.Phase == cvlabv1alpha1.PhaseAdmitted || st.Phase == cvlabv1alpha1.PhaseRunning {
 			l.Expected[j.UID] = Expectation{Pod: st.PodName, Node: st.Node, Since: now}
+		}
+		if t, ok := idleFromStatus(st, pub.Settings.Idle); ok {
+			if l.Idle == nil {
+				l.Idle = map[types.UID]IdleTrack{}
+			}
+			l.Idle[j.UID] = t
 		}
 	}
 	return l
@@ -136,7 +149,7 @@ func (l *Ledger) Evicting(uid types.UID, pod string) { l.Evicted[uid] = pod }
 // BackoffMax, and returns when it may start again.
 func (l *Ledger) BackOff(uid types.UID, base time.Duration, now time.Time) time.Time {
 	b := l.Backoff[uid]
-	b.Failures++
+	b.Failures, b.Idle = b.Failures+1, false
 	wait := base << min(b.Failures-1, 10)
 	b.Until = now.Add(min(wait, BackoffMax))
 	l.Backoff[uid] = b
@@ -149,14 +162,25 @@ func (l *Ledger) BackOff(uid types.UID, base time.Duration, now time.Time) time.
 func (l *Ledger) Decided(obs *Observation, d queue.Decision, now time.Time) {
 	l.Head, l.HeadSince = d.Head, d.HeadSince
 	next := make(map[types.UID]Reservation, len(d.Reserved))
+	var idleClaim map[string]bool // preemptors of idle jobs
+	for _, pr := range d.Preemptions {
+		for _, k := range pr.Victims {
+			if v := obs.ByKey[k]; v != nil && v.GPU != nil && v.GPU.Stage == IdleReclaimable {
+				if idleClaim == nil {
+					idleClaim = map[string]bool{}
+				}
+				idleClaim[pr.Preemptor] = true
+			}
+		}
+	}
 	for key, node := range d.Reserved {
 		v := obs.ByKey[key]
 		if v == nil {
 			continue
 		}
-		res := Reservation{Node: node, Since: now}
+		res := Reservation{Node: node, Since: now, Idle: idleClaim[key]}
 		if old, ok := l.Reserved[v.Job.UID]; ok && old.Node == node {
-			res.Since = old.Since
+			res.Since, res.Idle = old.Since, old.Idle || res.Idle
 		}
 		next[v.Job.UID] = res
 	}
@@ -164,10 +188,10 @@ func (l *Ledger) Decided(obs *Observation, d queue.Decision, now time.Time) {
 }
 
 // reservation is the node promised to a waiting job, if the promise still holds at now.
-func (l *Ledger) reservation(uid types.UID, now time.Time) (string, bool) {
+func (l *Ledger) reservation(uid types.UID, now time.Time) (Reservation, bool) {
 	res, ok := l.Reserved[uid]
 	if !ok || now.Sub(res.Since) > ReservationTimeout {
-		return "", false
+		return Reservation{}, false
 	}
-	return res.Node, true
+	return res, true
 }

@@ -212,7 +212,7 @@ func TestFromStatus(t *testing.T) {
 
 	want := NewLedger()
 	want.Backoff[uidOf("a")] = Backoff{Until: backoffUntil, Failures: 1}
-	want.Reserved[uidOf("b")] = Reservation{Node: "n2", Since: now}
+	want.Reserved[uidOf("b")] = Reservation{Node: "n2", Since: now, Idle: true} // it may have been made on idle jobs
 	want.Expected[uidOf("c")] = Expectation{Pod: "c-1", Node: "n1", Since: now}
 	want.Expected[uidOf("d")] = Expectation{Pod: "d-2", Node: "n2", Since: now}
 	want.Head, want.HeadSince = keyOf("b"), headSince

@@ -88,6 +88,8 @@ type Job struct {
 	Frozen bool
 	// Invalid says what is wrong with a stored spec that the CRD's validation would refuse today.
 	Invalid string
+	// GPU is what the job's live pod's GPUs did, when measured (idle.go); nil: unknown.
+	GPU *JobIdle
 
 	// Set by the decision loop while it acts on the decision.
 	// StartErr is why its pod could not be created in this decision.
@@ -110,6 +112,9 @@ type Eviction struct {
 	Reason, Message string
 	Preemptor       *Job
 	Node            string
+	// IdleSince is set when the job is evicted for its idle GPUs (a reclaim or a suspension):
+	// since when they were idle.
+	IdleSince time.Time
 }
 
 // UnfinishedEviction is a pod to stop because its job's status already says it was evicted.
@@ -176,6 +181,7 @@ func Observe(in Input) *Observation {
 			cur = in.Status(j)
 		}
 		v := obs.observeJob(j, cur, podsOf[j.UID], in.Now)
+		obs.observeIdle(v)
 		obs.Views = append(obs.Views, v)
 		obs.ByKey[v.Key()] = v
 	}
@@ -435,15 +441,18 @@ func (obs *Observation) Snapshot(now time.Time) queue.Snapshot {
 		switch v.Phase {
 		case cvlabv1alpha1.PhaseQueued:
 			j.State = queue.Waiting
-			j.NotBefore = l.Backoff[v.Job.UID].Until
-			if node, ok := l.reservation(v.Job.UID, now); ok {
-				s.Reserved[v.Key()] = node
+			j.NotBefore, j.IdleHold = l.Backoff[v.Job.UID].Until, l.Backoff[v.Job.UID].Idle
+			if res, ok := l.reservation(v.Job.UID, now); ok {
+				s.Reserved[v.Key()] = res.Node
+				j.IdleClaim = res.Idle
 			}
 		case cvlabv1alpha1.PhaseAdmitted, cvlabv1alpha1.PhaseRunning:
 			j.State = queue.Holding
 			if v.Phase == cvlabv1alpha1.PhaseRunning && v.Cur.StartTime != nil {
 				j.Started = v.Cur.StartTime.Time
 			}
+			// Reclaimable GPUs count as free for the queue; Suspend evicts without the engine.
+			j.Idle = v.GPU != nil && v.GPU.Stage == IdleReclaimable && set.Idle.Action == IdleReclaim
 		default:
 			continue
 		}

@@ -22,6 +22,11 @@ const (
 	KeyMaxHeadWait          = "maxHeadWait"
 	KeyMinRuntime           = "minRuntime"
 	KeyUnschedulableTimeout = "unschedulableTimeout"
+	KeyIdleThreshold        = "idleThreshold"
+	KeyIdleAfter            = "idleAfter"
+	KeyIdleGrace            = "idleGrace"
+	KeyIdleAction           = "idleAction"
+	KeyUtilizationInterval  = "utilizationInterval"
 	KeyHead                 = "head"
 	KeyHeadSince            = "headSince"
 )
@@ -43,6 +48,11 @@ func (p Published) Data() map[string]string {
 		KeyMaxHeadWait:          p.Settings.MaxHeadWait.String(),
 		KeyMinRuntime:           p.Settings.MinRuntime.String(),
 		KeyUnschedulableTimeout: p.Settings.UnschedulableTimeout.String(),
+		KeyIdleThreshold:        strconv.Itoa(int(p.Settings.Idle.Threshold)),
+		KeyIdleAfter:            p.Settings.Idle.After.String(),
+		KeyIdleGrace:            p.Settings.Idle.Grace.String(),
+		KeyIdleAction:           string(p.Settings.Idle.Action),
+		KeyUtilizationInterval:  p.Settings.Idle.Interval.String(),
 		KeyHead:                 p.Head,
 		KeyHeadSince:            "",
 	}
@@ -77,8 +87,21 @@ func ParsePublished(data map[string]string) (Published, error) {
 			return p, fmt.Errorf("%s: %w", KeyGPUNodeSelector, err)
 		}
 	}
+	if v, ok := data[KeyIdleThreshold]; ok {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil {
+			return p, fmt.Errorf("%s %q is not a number", KeyIdleThreshold, v)
+		}
+		p.Settings.Idle.Threshold = int32(n)
+	}
+	if v, ok := data[KeyIdleAction]; ok && v != "" {
+		if p.Settings.Idle.Action, err = ParseIdleAction(v); err != nil {
+			return p, fmt.Errorf("%s: %w", KeyIdleAction, err)
+		}
+	}
 	for key, into := range map[string]*time.Duration{KeyMaxHeadWait: &p.Settings.MaxHeadWait,
-		KeyMinRuntime: &p.Settings.MinRuntime, KeyUnschedulableTimeout: &p.Settings.UnschedulableTimeout} {
+		KeyMinRuntime: &p.Settings.MinRuntime, KeyUnschedulableTimeout: &p.Settings.UnschedulableTimeout,
+		KeyIdleAfter: &p.Settings.Idle.After, KeyIdleGrace: &p.Settings.Idle.Grace, KeyUtilizationInterval: &p.Settings.Idle.Interval} {
 		if v, ok := data[key]; ok {
 			if *into, err = time.ParseDuration(v); err != nil {
 				return p, fmt.Errorf("%s %q is not a duration", key, v)

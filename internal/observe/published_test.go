@@ -32,13 +32,15 @@ func TestPublishedRoundTrip(t *testing.T) {
 		"every setting changed, a head": {
 			pub: Published{Settings: Settings{Preemption: queue.PreemptRank, GPUCapacity: 8,
 				NodeSelector: mustSelector(t, "gpu=true,zone in (a,b),!cordon"), MaxHeadWait: -1,
-				MinRuntime: 0, UnschedulableTimeout: 90 * time.Second},
+				MinRuntime: 0, UnschedulableTimeout: 90 * time.Second,
+				Idle: IdleSettings{Threshold: 10, After: 2 * time.Hour, Grace: time.Minute, Action: IdleSuspend, Interval: 30 * time.Second}},
 				Head: "lab/big", HeadSince: headSince},
 			wantHeadSince: headSince,
 		},
 		"never preempt, no capacity, nil selector": {
 			pub: Published{Settings: Settings{Preemption: queue.PreemptNever, GPUCapacity: 0,
-				MaxHeadWait: 0, MinRuntime: time.Hour + 30*time.Minute, UnschedulableTimeout: time.Millisecond}},
+				MaxHeadWait: 0, MinRuntime: time.Hour + 30*time.Minute, UnschedulableTimeout: time.Millisecond,
+				Idle: IdleSettings{Action: IdleWarn}}},
 		},
 		"a head in another zone keeps its instant": {
 			pub:           Published{Settings: DefaultSettings(), Head: "lab/a", HeadSince: headSince.In(time.FixedZone("CET", 3600))},
@@ -59,7 +61,7 @@ func TestPublishedRoundTrip(t *testing.T) {
 				}
 			})
 			wantKeys := []string{KeyGPUCapacity, KeyGPUNodeSelector, KeyHead, KeyHeadSince, KeyMaxHeadWait, KeyMinRuntime,
-				KeyPreemption, KeyUnschedulableTimeout}
+				KeyPreemption, KeyUnschedulableTimeout, KeyIdleThreshold, KeyIdleAfter, KeyIdleGrace, KeyIdleAction, KeyUtilizationInterval}
 			slices.Sort(wantKeys)
 			if diff := cmp.Diff(wantKeys, keys); diff != "" {
 				t.Errorf("Data keys (-want +got):\n%s", diff)

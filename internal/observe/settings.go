@@ -31,6 +31,46 @@ type Settings struct {
 	// UnschedulableTimeout is --unschedulable-timeout: how long an admitted pod may stay
 	// unschedulable before its job is requeued.
 	UnschedulableTimeout time.Duration
+	// Idle is what the queue does with GPUs that sit idle (--idle-*).
+	Idle IdleSettings
+}
+
+// IdleAction is --idle-action: what happens to a job whose GPUs stayed idle.
+type IdleAction string
+
+const (
+	// IdleReclaim: after --idle-after and --idle-grace the job's GPUs count as free: it ranks last
+	// for preemption and any waiting job that fits may evict it.
+	IdleReclaim IdleAction = "Reclaim"
+	// IdleWarn: only the warning (event, condition, owner told).
+	IdleWarn IdleAction = "Warn"
+	// IdleSuspend: the job is suspended after the grace instead of waiting for a preemptor.
+	IdleSuspend IdleAction = "Suspend"
+)
+
+// IdleSettings are the operator's --idle-* and --utilization-interval flags.
+type IdleSettings struct {
+	// Threshold is --idle-threshold: a job's GPUs below this average percent are idle.
+	Threshold int32
+	// After is --idle-after: how long GPUs stay idle before the warning.
+	After time.Duration
+	// Grace is --idle-grace: how long after the warning before the action.
+	Grace time.Duration
+	// Action is --idle-action.
+	Action IdleAction
+	// Interval is --utilization-interval: how often a job's utilisation is measured and written
+	// at most.
+	Interval time.Duration
+}
+
+// ParseIdleAction reads --idle-action: Reclaim, Warn or Suspend (any case).
+func ParseIdleAction(s string) (IdleAction, error) {
+	for _, a := range []IdleAction{IdleReclaim, IdleWarn, IdleSuspend} {
+		if strings.EqualFold(s, string(a)) {
+			return a, nil
+		}
+	}
+	return "", fmt.Errorf("idle-action must be Reclaim, Warn or Suspend, not %q", s)
 }
 
 // Defaults of the operator's decision flags.
@@ -40,12 +80,19 @@ const (
 	DefaultUnschedulableTimeout = 5 * time.Minute
 	DefaultGPUCapacity          = -1
 	DefaultPreemption           = queue.PreemptFirstGPU
+	DefaultIdleThreshold        = 5
+	DefaultIdleAfter            = time.Hour
+	DefaultIdleGrace            = 30 * time.Minute
+	DefaultIdleAction           = IdleReclaim
+	DefaultUtilizationInterval  = time.Minute
 )
 
 // DefaultSettings are the operator's defaults.
 func DefaultSettings() Settings {
 	return Settings{Preemption: DefaultPreemption, GPUCapacity: DefaultGPUCapacity, NodeSelector: labels.Everything(),
-		MaxHeadWait: DefaultMaxHeadWait, MinRuntime: DefaultMinRuntime, UnschedulableTimeout: DefaultUnschedulableTimeout}
+		MaxHeadWait: DefaultMaxHeadWait, MinRuntime: DefaultMinRuntime, UnschedulableTimeout: DefaultUnschedulableTimeout,
+		Idle: IdleSettings{Threshold: DefaultIdleThreshold, After: DefaultIdleAfter, Grace: DefaultIdleGrace,
+			Action: DefaultIdleAction, Interval: DefaultUtilizationInterval}}
 }
 
 // selector is the node selector, every node when unset.
@@ -73,7 +120,8 @@ func (s Settings) String() string {
 // Equal tells whether two settings decide alike.
 func (s Settings) Equal(o Settings) bool {
 	return s.Preemption == o.Preemption && s.GPUCapacity == o.GPUCapacity && s.selector().String() == o.selector().String() &&
-		s.MaxHeadWait == o.MaxHeadWait && s.MinRuntime == o.MinRuntime && s.UnschedulableTimeout == o.UnschedulableTimeout
+		s.MaxHeadWait == o.MaxHeadWait && s.MinRuntime == o.MinRuntime && s.UnschedulableTimeout == o.UnschedulableTimeout &&
+		s.Idle == o.Idle
 }
 
 // ShortDuration renders a duration without zero units: 10m, 1h30m, 45s.

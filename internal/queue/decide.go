@@ -64,6 +64,9 @@ func Decide(s Snapshot) Decision {
 			continue
 		case (f&hasNotBefore != 0 || zeroHolds) && s.Now.Before(e.NotBefore):
 			e.Reason = "backing off after a failed start until " + e.NotBefore.UTC().Format(time.RFC3339)
+			if e.IdleHold {
+				e.Reason = "held back until " + e.NotBefore.UTC().Format(time.RFC3339) + ": its GPUs sat idle"
+			}
 			e.Wait = BackingOff
 			wake(e.NotBefore)
 			keepReservation()
@@ -86,16 +89,17 @@ func Decide(s Snapshot) Decision {
 			e.Reason, e.Wait = msg, NeverFits
 			continue
 		}
-		if eligible(s.Preemption, e) {
-			if n, ok := p.fitSoon(g); ok {
+		// A job the policy does not let preempt may still evict idle jobs (Job.Idle).
+		if ok := eligible(s.Preemption, e); ok || p.idle > 0 {
+			if n, soon := p.fitSoon(g); ok && soon {
 				// GPUs being freed are enough: promise them, evict no one.
 				p.hold(i, p.reserve(n, g))
 				e.Node = p.names[n]
 				e.Reason, e.Wait = p.freeing(n), Reserved
 				continue
 			}
-			pr, n, at, ok := p.preempt(d.Order, i)
-			if ok {
+			pr, n, at, found := p.preempt(d.Order, i, !ok)
+			if found {
 				d.Preemptions = append(d.Preemptions, pr)
 				e.Node = pr.Node
 				e.Reason, e.Wait = p.preempting(n, len(pr.Victims)), Reserved

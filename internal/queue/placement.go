@@ -22,6 +22,9 @@ type placement struct {
 	// they are chosen).
 	onNode  [][]holder
 	biggest []int32 // by node, at least the GPUs of each job in onNode (to skip nodes: see preempt)
+	// idle counts the idle jobs in onNode (Job.Idle): while there are some, any waiting job may
+	// look for victims among them.
+	idle int
 	// claims are the claims of waiting preemptors, in the order they were made; claimOf maps an
 	// index into the order to 1 + the index of its claim, 0 if it has none. Few jobs claim: one
 	// int32 per job keeps the per-job lookup cheap without a map.
@@ -165,13 +168,27 @@ func newPlacement(s Snapshot, order []Entry, b *buffers) *placement {
 	for k := range p.onNode {
 		p.onNode[k] = all[count[k]:count[k]:count[k+1]]
 	}
+	// Idle jobs rank below all others as victims: they go after them on their node, in a second
+	// pass made only when there are some.
 	for _, h := range held {
 		if k := h.node; k >= 0 {
 			e := &order[h.at]
 			p.biggest[k] = max(p.biggest[k], e.GPUs)
-			hd := holder{at: int(h.at), gpus: e.GPUs, ready: e.Started.Add(s.MinRuntime)}
+			if e.Idle && s.Preemption != PreemptNever {
+				p.idle++
+				continue
+			}
+			hd := holder{at: int(h.at), rank: int(h.at), gpus: e.GPUs, ready: e.Started.Add(s.MinRuntime)}
 			hd.young = s.Now.Before(hd.ready)
 			p.onNode[k] = append(p.onNode[k], hd) // within its share of all: no allocation
+		}
+	}
+	if p.idle > 0 {
+		for _, h := range held {
+			if k := h.node; k >= 0 && order[h.at].Idle {
+				// MinRuntime does not protect an idle job.
+				p.onNode[k] = append(p.onNode[k], holder{at: int(h.at), rank: int(h.at) + len(order), idle: true, gpus: order[h.at].GPUs})
+			}
 		}
 	}
 	if p.capacity >= 0 {
@@ -185,7 +202,8 @@ func newPlacement(s Snapshot, order []Entry, b *buffers) *placement {
 		// (the policy changed, the node or the capacity shrank) is dropped before anyone sees it.
 		// Whether it may preempt is checked first: it spares most jobs the lookup by key.
 		e := &order[i]
-		if b.byRank[i]&isWaiting == 0 || !eligible(s.Preemption, e) {
+		// A job that is not eligible may have claimed GPUs from idle victims (Job.IdleClaim).
+		if b.byRank[i]&isWaiting == 0 || !eligible(s.Preemption, e) && (!e.IdleClaim || s.Preemption == PreemptNever) {
 			continue
 		}
 		node, ok := s.Reserved[e.Key]

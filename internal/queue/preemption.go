@@ -7,7 +7,11 @@ import (
 
 // holder is a started Holding job on a node, as a possible victim.
 type holder struct {
-	at   int // index into the order
+	at int // index into the order
+	// rank orders the victims: at, or for an idle job at plus the length of the order, so that
+	// idle jobs rank below every other job and any preemptor (see Job.Idle).
+	rank int
+	idle bool
 	gpus int32
 	// young tells whether its pod started less than MinRuntime ago; ready is when it becomes
 	// evictable.
@@ -26,7 +30,10 @@ func (p *placement) enough(n int, g, freed int32) bool {
 // than needed. Among nodes it prefers the fewest victims, then victims ranked lowest. When none
 // is found, it returns the earliest time a young job becomes evictable (zero if none); else the
 // preemption and its node's number.
-func (p *placement) preempt(order []Entry, i int) (Preemption, int, time.Time, bool) {
+//
+// With idleOnly (the preemptor may not evict by the Preemption policy), only idle jobs are
+// candidates; idle jobs are candidates of any preemptor, and are chosen before the others.
+func (p *placement) preempt(order []Entry, i int, idleOnly bool) (Preemption, int, time.Time, bool) {
 	e := &order[i]
 	want := e.GPUs
 	var (
@@ -49,15 +56,15 @@ func (p *placement) preempt(order []Entry, i int) (Preemption, int, time.Time, b
 		// not all rank below the best's highest-ranked one. Of any l of a node's holders, the
 		// highest-ranked ranks at or above its l-th lowest-ranked holder.
 		if l := len(best); found && l > 0 && p.free[n]+p.soon[n]+int32(l-1)*p.biggest[n] < want &&
-			(len(holders) < l || holders[len(holders)-l].at <= bestFirst) {
+			(len(holders) < l || holders[len(holders)-l].rank <= bestFirst) {
 			continue
 		}
 		chosen = chosen[:0]
 		var freed int32
 		for k := len(holders) - 1; k >= 0 && !p.enough(n, want, freed); k-- { // lowest-ranked first
 			h := &holders[k]
-			if h.at <= i {
-				break // holders are in rank order: the rest rank above the preemptor
+			if h.rank <= i || idleOnly && !h.idle {
+				break // holders are in rank order: the rest rank above the preemptor (or are not idle)
 			}
 			if h.young {
 				if wakeAt.IsZero() || h.ready.Before(wakeAt) {
@@ -79,11 +86,11 @@ func (p *placement) preempt(order []Entry, i int) (Preemption, int, time.Time, b
 		}
 		// Holders are in rank order: the smallest index among them is the highest-ranked.
 		if !found || len(chosen) < len(best) ||
-			len(chosen) == len(best) && holders[slices.Min(chosen)].at > bestFirst {
+			len(chosen) == len(best) && holders[slices.Min(chosen)].rank > bestFirst {
 			bestNode, found = n, true
 			best, chosen = chosen, best // keep these victims; reuse the other slice
 			if len(best) > 0 {
-				bestFirst = holders[slices.Min(best)].at
+				bestFirst = holders[slices.Min(best)].rank
 			}
 		}
 	}
@@ -99,6 +106,9 @@ func (p *placement) preempt(order []Entry, i int) (Preemption, int, time.Time, b
 		h := holders[k]
 		p.victims = append(p.victims, order[h.at].Key)
 		freed += h.gpus
+		if h.idle {
+			p.idle--
+		}
 		holders = slices.Delete(holders, k, k+1) // no longer a candidate
 	}
 	p.onNode[bestNode] = holders

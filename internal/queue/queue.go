@@ -21,7 +21,10 @@
 // that the Preemption policy allows, and that cannot start otherwise, evicts running jobs ranked
 // strictly below it on one node (lowest-ranked first, no more than needed, none younger than
 // MinRuntime); the GPUs they free are reserved for it. Since a victim always ranks below its
-// preemptor, it can never evict the preemptor back: evictions cannot loop.
+// preemptor, it can never evict the preemptor back: evictions cannot loop. The one exception is a
+// job whose GPUs sat idle (Job.Idle): any waiting job that fits may evict it, whatever the ranks
+// and the policy (but PreemptNever); it is requeued and its measured idleness starts afresh, and
+// its preemptor keeps the GPUs it freed (Job.IdleClaim), so these evictions cannot loop either.
 package queue
 
 import (
@@ -130,9 +133,21 @@ type Job struct {
 	Started time.Time
 	// NotBefore holds a Waiting job back until then (backoff after a failed start).
 	NotBefore time.Time
+	// IdleHold says that NotBefore holds the job back because its GPUs sat idle
+	// (--idle-action=Suspend), not after a failed start: only its reason's sentence differs.
+	IdleHold bool
 	// Evicting marks a Holding job whose pod is being stopped by a preemption: it holds its
 	// GPUs until it is gone, and is not chosen as a victim again.
 	Evicting bool
+	// Idle marks a Holding job whose GPUs sat idle past --idle-after and --idle-grace
+	// (reclaimable): it ranks last for preemption (chosen as a victim before any job that is not
+	// idle), any waiting job that fits may evict it whatever its rank and the Preemption policy
+	// (except PreemptNever, which evicts no one), and MinRuntime does not protect it.
+	Idle bool
+	// IdleClaim marks a Waiting job whose claim in Snapshot.Reserved was made by evicting idle
+	// jobs: it stands whatever the Preemption policy (except PreemptNever), so that the GPUs go
+	// to it and not back to the idle job, which may rank above it.
+	IdleClaim bool
 }
 
 // Node is one schedulable GPU node.

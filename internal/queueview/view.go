@@ -29,6 +29,23 @@ type Job struct {
 	// InCapacity is true when the job ranks inside the capacity: the GPUs of the jobs ranked
 	// up to it fit in the capacity. The capacity cut falls after the last such job.
 	InCapacity bool `json:"inCapacity"`
+	// Utilization is what the job's GPUs did over the last measuring window (status.gpuUtilization);
+	// absent when unknown, which is never taken for idleness.
+	Utilization *Utilization `json:"utilization,omitempty"`
+	// IdleSince is since when the job's GPUs have been below --idle-threshold (status.idleSince).
+	IdleSince *time.Time `json:"idleSince,omitempty"`
+	// Idle is the GPUIdle condition's reason while it is True: "Idle" (warned) or "Reclaimable"
+	// (its GPUs count as free for the queue); empty otherwise.
+	Idle string `json:"idle,omitempty"`
+}
+
+// Utilization is one job's measured GPU utilisation.
+type Utilization struct {
+	// Percent is the average over Window of the job's GPUs, 0-100.
+	Percent       int32     `json:"percent"`
+	MemoryUsedMiB int64     `json:"memoryUsedMiB,omitempty"`
+	Window        string    `json:"window,omitempty"`
+	MeasuredAt    time.Time `json:"measuredAt"`
 }
 
 // User sums up one user's jobs.
@@ -38,6 +55,12 @@ type User struct {
 	RunningJobs int    `json:"runningJobs"`
 	WaitingJobs int    `json:"waitingJobs"`
 	WaitingGPUs int32  `json:"waitingGPUs"`
+	// Utilization is the GPU-weighted average utilisation of the user's running jobs whose
+	// utilisation is known (absent when none is); MeasuredGPUs the GPUs it averages over.
+	Utilization  *int32 `json:"utilization,omitempty"`
+	MeasuredGPUs int32  `json:"measuredGPUs,omitempty"`
+	// IdleGPUs are the GPUs of the user's running jobs that are idle (idleSince set).
+	IdleGPUs int32 `json:"idleGPUs"`
 }
 
 // Node is one GPU node (or the pool, named "", without GPU nodes).
@@ -48,6 +71,12 @@ type Node struct {
 	Used    int32 `json:"used"`
 	Foreign int32 `json:"foreign"`
 	Free    int32 `json:"free"`
+	// Utilization is the GPU-weighted average utilisation of the queue's running jobs on the node
+	// whose utilisation is known (absent when none is); MeasuredGPUs the GPUs it averages over;
+	// IdleGPUs the GPUs of its idle jobs.
+	Utilization  *int32 `json:"utilization,omitempty"`
+	MeasuredGPUs int32  `json:"measuredGPUs,omitempty"`
+	IdleGPUs     int32  `json:"idleGPUs"`
 }
 
 // Preemption is one eviction, for the "last preemptions" list.

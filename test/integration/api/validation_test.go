@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -115,8 +116,22 @@ var _ = Describe("CvlabJob validation at apply time", func() {
 			}
 		}
 		Expect(names).To(Equal([]string{"Name", "User", "GPUs", "Priority", "Phase", "Position", "GPU#", "Age"}))
-		Expect(wide).To(Equal([]string{"Rank", "Pod", "Message"}))
+		Expect(wide).To(Equal([]string{"Util", "Rank", "Pod", "Message"}))
 		Expect(table.Rows).To(HaveLen(1))
 		Expect(table.Rows[0].Cells[:4]).To(Equal([]interface{}{"columns", "alice", float64(2), float64(3)}))
+		util := len(names) // the first wide column
+		Expect(table.Rows[0].Cells[util]).To(BeNil(), "an unmeasured job's Util is empty, never 0")
+
+		By("showing the measured utilisation in the Util column (kubectl get cvj -o wide)")
+		j.Status.Phase = cvlabv1alpha1.PhaseRunning
+		j.Status.GPUUtilization = &cvlabv1alpha1.GPUUtilization{Percent: 87, MemoryUsedMiB: 1024,
+			Window: metav1.Duration{Duration: time.Minute}, MeasuredAt: metav1.Now()}
+		Expect(fw.Client.Status().Update(ctx, j)).To(Succeed())
+		raw, err = cs.RESTClient().Get().AbsPath("/apis/cvlab.epfl.ch/v1alpha1/namespaces", ns, "cvlabjobs", "columns").
+			SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").DoRaw(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		table = metav1.Table{}
+		Expect(json.Unmarshal(raw, &table)).To(Succeed())
+		Expect(table.Rows[0].Cells[util]).To(Equal(float64(87)))
 	})
 })

@@ -3,6 +3,7 @@ package dashboard_test
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -23,7 +24,9 @@ import (
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/controllers"
 	"github.com/epfl-cvlab/cvlab-queue/internal/dashboard"
+	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
+	"github.com/epfl-cvlab/cvlab-queue/internal/utilization"
 	"github.com/epfl-cvlab/cvlab-queue/test/integration/framework"
 )
 
@@ -34,6 +37,37 @@ const timeout = 20 * time.Second
 const rowsJS = `Array.from(document.querySelectorAll('#jobs tbody tr'))
 	.filter(tr => !tr.hidden && !tr.classList.contains('empty'))
 	.map(tr => tr.classList.contains('cut') ? '--cut--' : tr.classList.contains('section') ? '--cpu--' : tr.dataset.job)`
+
+// utilJS maps each job row to its utilisation cell: "–", "unknown", or the percent, the bar's
+// width class, and "idle" (with "reclaimable" and for how long once reclaimable) when marked.
+const utilJS = `Object.fromEntries(Array.from(document.querySelectorAll('#jobs tr.job')).map(tr => {
+	const td = tr.querySelector('td.util'), fill = td.querySelector('.ufill'), mark = td.querySelector('.idle-mark');
+	if (!fill) return [tr.dataset.job, td.textContent.trim()];
+	let s = td.querySelector('.upct').textContent + ' ' + Array.from(fill.classList).find(c => c.startsWith('w-'));
+	if (mark) s += ' idle';
+	if (mark && mark.classList.contains('reclaimable')) s += ' reclaimable ' + mark.textContent.trim().split('idle ').pop();
+	return [tr.dataset.job, s];
+}))`
+
+// fakeGPUs is a fake GPU exporter: each running pod of a job in percent, in the namespace ns.
+type fakeGPUs struct {
+	ns      func() string
+	percent map[string]float64
+}
+
+func (f fakeGPUs) Collect(ctx context.Context, _ time.Duration) (map[utilization.PodKey]utilization.Sample, error) {
+	var pods corev1.PodList
+	if err := fw.Client.List(ctx, &pods, client.InNamespace(f.ns())); err != nil {
+		return nil, err
+	}
+	out := map[utilization.PodKey]utilization.Sample{}
+	for _, p := range pods.Items {
+		if u, ok := f.percent[p.Labels["cvlab.epfl.ch/job"]]; ok && p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+			out[utilization.PodKey{Namespace: p.Namespace, Name: p.Name}] = utilization.Sample{Utilization: u, MemoryUsedMiB: 1024, GPUs: 1, At: time.Now()}
+		}
+	}
+	return out, nil
+}
 
 func phase(p cvlabv1alpha1.JobPhase) gtypes.GomegaMatcher {
 	return PointTo(MatchFields(IgnoreExtras, Fields{"Status": MatchFields(IgnoreExtras, Fields{"Phase": Equal(p)})}))
@@ -165,7 +199,11 @@ var _ = Describe("The queue dashboard in a browser", Ordered, func() {
 
 		By("running the operator with a view store, and the dashboard on a loopback port")
 		store := &queueview.Store{}
-		stop := fw.StartManager(controllers.Options{GPUCapacity: -1, MaxHeadWait: 30 * time.Minute, View: store})
+		// The GPUs' utilisation comes from a fake exporter: alice-train busy, alice-eval and
+		// bob-big idle (below 5%), the other jobs unmeasured. Warn only: nothing is reclaimed.
+		stop := fw.StartManager(controllers.Options{GPUCapacity: -1, MaxHeadWait: 30 * time.Minute, View: store,
+			Idle:        observe.IdleSettings{Threshold: 5, After: time.Hour, Grace: 30 * time.Minute, Action: observe.IdleWarn, Interval: 300 * time.Millisecond},
+			Utilization: fakeGPUs{ns: func() string { return ns }, percent: map[string]float64{"alice-train": 0.87, "alice-eval": 0.01, "bob-big": 0.02}}})
 		DeferCleanup(stop)
 		srv := dashboard.NewServer("127.0.0.1:0", dashboard.New(store), GinkgoLogr)
 		addr, err := srv.Listen()
@@ -325,6 +363,72 @@ var _ = Describe("The queue dashboard in a browser", Ordered, func() {
 			Expect(err).NotTo(HaveOccurred())
 			Expect(live).To(HaveKey("hidden"))
 		}
+	})
+
+	It("shows the GPUs' utilisation: bars, idle marks, per user and per node", func() {
+		tab := newTab()
+		Expect(chromedp.Do(tab, chromedp.Navigate(base))).To(Succeed())
+		// Each running GPU job measured by the fake exporter shows its percent and a bar; the idle
+		// ones are marked; the others show a dash (not running) or "unknown", never 0.
+		want := func() map[string]string {
+			var list cvlabv1alpha1.CvlabJobList
+			Expect(fw.Client.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
+			out := map[string]string{}
+			for _, j := range list.Items {
+				p, measured := map[string]string{"alice-train": "87% w-87", "alice-eval": "1% w-1 idle", "bob-big": "2% w-2 idle"}[j.Name]
+				switch {
+				case j.Spec.GPUs == 0 || j.Status.Phase != cvlabv1alpha1.PhaseRunning:
+					out[ns+"/"+j.Name] = "–"
+				case measured:
+					out[ns+"/"+j.Name] = p
+				default:
+					out[ns+"/"+j.Name] = "unknown"
+				}
+			}
+			return out
+		}
+		Eventually(func() (map[string]string, error) {
+			return chromedp.Run(tab, chromedp.Evaluate[map[string]string](utilJS))
+		}, timeout, 200*time.Millisecond).Should(Equal(want()))
+		users, err := chromedp.Run(tab, chromedp.Evaluate[map[string]string](
+			`Object.fromEntries(Array.from(document.querySelectorAll('#users li')).map(li => [li.dataset.user, (li.querySelector('.user-util') || {textContent: ''}).textContent.replace(/\s+/g, ' ').trim()]))`))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(users).To(HaveKeyWithValue("alice", MatchRegexp(`^GPU util \d+% .*idle GPU`)))
+		nodeUtil, err := chromedp.Run(tab, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('#nodes tbody td.util')).map(td => td.textContent.trim())`))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(nodeUtil).To(HaveLen(2))
+		Expect(nodeUtil).To(ContainElement(MatchRegexp(`^\d+%$`)))
+		// The bars are sized by the stylesheet (the CSP allows no inline style).
+		width, err := chromedp.Run(tab, chromedp.Evaluate[float64](
+			`(() => { const f = document.querySelector('tr[data-job="`+ns+`/alice-train"] .ufill'); return f.getBoundingClientRect().width / f.parentElement.getBoundingClientRect().width })()`))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(width).To(BeNumerically("~", 0.87, 0.02))
+	})
+
+	It("marks reclaimable jobs and unknown utilisation (a snapshot served as is)", func() {
+		now := time.Now()
+		idle := now.Add(-100 * time.Minute)
+		snap := &queueview.Snapshot{Time: now, Capacity: 4, Used: 4, NodeAware: true,
+			Jobs: []queueview.Job{
+				{Namespace: "lab", Name: "nb", User: "bob", GPUs: 2, Phase: "Running", Rank: 1, Node: "n1", Since: now.Add(-5 * time.Hour), InCapacity: true,
+					Utilization: &queueview.Utilization{Percent: 0, Window: "5m", MeasuredAt: now}, IdleSince: &idle, Idle: cvlabv1alpha1.ReasonReclaimable},
+				{Namespace: "lab", Name: "x", User: "erin", GPUs: 2, Phase: "Running", Rank: 2, Node: "n1", Since: now.Add(-time.Hour), InCapacity: true},
+			},
+			Users: []queueview.User{{User: "bob", GPUsInUse: 2, RunningJobs: 1}, {User: "erin", GPUsInUse: 2, RunningJobs: 1}},
+			Nodes: []queueview.Node{{Name: "n1", GPUs: 4, Used: 4}}}
+		snap.SummarizeUtilization()
+		store := &queueview.Store{}
+		store.Publish(snap)
+		srv := httptest.NewServer(dashboard.New(store))
+		DeferCleanup(srv.Close)
+		tab := newTab()
+		Expect(chromedp.Do(tab, chromedp.Navigate(srv.URL+"/"))).To(Succeed())
+		Eventually(func() (map[string]string, error) {
+			return chromedp.Run(tab, chromedp.Evaluate[map[string]string](utilJS))
+		}, timeout, 200*time.Millisecond).Should(Equal(map[string]string{"lab/nb": "0% w-0 idle reclaimable 1h40m", "lab/x": "unknown"}))
+		users, err := chromedp.Run(tab, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('#users .user-util')).map(d => d.textContent.replace(/\s+/g, ' ').trim())`))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(users).To(Equal([]string{"GPU util 0% 2 idle GPUs", "GPU util unknown"}))
 	})
 
 	It("fits a phone screen, and saves screenshots", func() {
