@@ -20,7 +20,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -120,15 +119,7 @@ var _ = Describe("kubectl cvlab", Ordered, func() {
 	// run plays the scheduler and the kubelet for a job the queue admitted.
 	run := func(name string) {
 		GinkgoHelper()
-		var p corev1.Pod
-		Eventually(func(g Gomega) {
-			j, err := job(name)()
-			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(j.Status.PodName).NotTo(BeEmpty())
-			g.Expect(fw.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: j.Status.PodName}, &p)).To(Succeed())
-		}, timeout).Should(Succeed())
-		fw.BindPod(ctx, ns, p.Name, p.Annotations[controllers.AnnotationNode])
-		fw.SetPodPhase(ctx, ns, p.Name, corev1.PodRunning, "")
+		fw.StartPod(ctx, ns, name, timeout)
 		Eventually(func() (cvlabv1alpha1.JobPhase, error) {
 			j, err := job(name)()
 			return j.Status.Phase, err

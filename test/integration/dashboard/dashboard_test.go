@@ -18,7 +18,6 @@ import (
 	gtypes "github.com/onsi/gomega/types"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
@@ -91,16 +90,7 @@ var _ = Describe("The queue dashboard in a browser", Ordered, func() {
 	create := func(name, user string, gpus int32) {
 		Expect(fw.Client.Create(ctx, framework.Job(ns, name, user, gpus))).To(Succeed())
 	}
-	podOf := func(name string) *corev1.Pod {
-		var p corev1.Pod
-		Eventually(func(g Gomega) {
-			j, err := job(name)()
-			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(j.Status.PodName).NotTo(BeEmpty())
-			g.Expect(fw.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: j.Status.PodName}, &p)).To(Succeed())
-		}, timeout).Should(Succeed())
-		return &p
-	}
+	podOf := func(name string) *corev1.Pod { return fw.CurrentPod(ctx, ns, name, timeout) }
 	// run plays the scheduler and the kubelet for a job's pod.
 	run := func(name string) *corev1.Pod {
 		p := podOf(name)

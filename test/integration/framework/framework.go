@@ -245,6 +245,29 @@ func (f *Framework) Get(ctx context.Context, ns, name string) func() (*cvlabv1al
 	}
 }
 
+// CurrentPod waits until the job's status names a pod that exists, and returns it.
+func (f *Framework) CurrentPod(ctx context.Context, ns, job string, timeout time.Duration) *corev1.Pod {
+	ginkgo.GinkgoHelper()
+	var p corev1.Pod
+	Eventually(func(g Gomega) {
+		j, err := f.Get(ctx, ns, job)()
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(j.Status.PodName).NotTo(BeEmpty())
+		g.Expect(f.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: j.Status.PodName}, &p)).To(Succeed())
+	}, timeout).Should(Succeed())
+	return &p
+}
+
+// StartPod plays the scheduler and the kubelet for a job the queue admitted: it binds the job's
+// current pod to the node the queue placed it on and sets it Running; it returns the pod's name.
+func (f *Framework) StartPod(ctx context.Context, ns, job string, timeout time.Duration) string {
+	ginkgo.GinkgoHelper()
+	p := f.CurrentPod(ctx, ns, job, timeout)
+	f.BindPod(ctx, ns, p.Name, p.Annotations[controllers.AnnotationNode])
+	f.SetPodPhase(ctx, ns, p.Name, corev1.PodRunning, "")
+	return p.Name
+}
+
 // SetPodPhase plays the kubelet: it moves a pod to a phase through the status subresource.
 func (f *Framework) SetPodPhase(ctx context.Context, ns, name string, phase corev1.PodPhase, reason string) {
 	Eventually(func() error {

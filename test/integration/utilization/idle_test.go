@@ -8,11 +8,9 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	. "github.com/onsi/gomega/gstruct"
-	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -102,17 +100,9 @@ var _ = Describe("GPU utilisation and the idle policy", func() {
 		return j
 	}
 	run := func(name string) string {
-		var p corev1.Pod
-		Eventually(func(g Gomega) {
-			j, err := job(name)()
-			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(j.Status.PodName).NotTo(BeEmpty())
-			g.Expect(fw.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: j.Status.PodName}, &p)).To(Succeed())
-		}, timeout).Should(Succeed())
-		fw.BindPod(ctx, ns, p.Name, p.Annotations[controllers.AnnotationNode])
-		fw.SetPodPhase(ctx, ns, p.Name, corev1.PodRunning, "")
+		pod := fw.StartPod(ctx, ns, name, timeout)
 		Eventually(func() cvlabv1alpha1.JobPhase { return get(name).Status.Phase }, timeout).Should(Equal(cvlabv1alpha1.PhaseRunning))
-		return p.Name
+		return pod
 	}
 	condition := func(name string) func() *metav1.Condition {
 		return func() *metav1.Condition {
