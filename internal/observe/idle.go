@@ -130,10 +130,14 @@ func (l *Ledger) Measured(obs *Observation, samples map[types.UID]GPUSample) {
 	if l.Idle == nil {
 		l.Idle = map[types.UID]IdleTrack{}
 	}
+	// Only a running pod is measured: before it runs (image pull, init containers) its GPUs are
+	// idle by necessity, and that is no reason to take them back.
 	holding := make(map[types.UID]string, len(obs.Views))
+	views := make(map[types.UID]*Job, len(obs.Views))
 	for _, v := range obs.Views {
-		if v.Live != nil && !v.Evicted && !IsFinished(v.Cur) {
+		if v.Live != nil && !v.Evicted && !IsFinished(v.Cur) && v.Phase == cvlabv1alpha1.PhaseRunning {
 			holding[v.Job.UID] = v.Live.Name
+			views[v.Job.UID] = v
 		}
 	}
 	for uid, t := range l.Idle {
@@ -142,9 +146,19 @@ func (l *Ledger) Measured(obs *Observation, samples map[types.UID]GPUSample) {
 		}
 	}
 	for uid, s := range samples {
-		if pod, ok := holding[uid]; ok {
-			l.Idle[uid] = obs.settings.Idle.Track(l.Idle[uid], pod, s)
+		pod, ok := holding[uid]
+		if !ok {
+			continue
 		}
+		t, known := l.Idle[uid]
+		if !known {
+			// After a restart or a change of leader, idleness goes on from what the status says
+			// (idleSince, the GPUIdle condition): neither a fresh idle period nor a second warning.
+			if st, ok := idleFromStatus(views[uid].Cur, obs.settings.Idle); ok && st.Pod == pod {
+				t = st
+			}
+		}
+		l.Idle[uid] = obs.settings.Idle.Track(t, pod, s)
 	}
 }
 
@@ -171,7 +185,17 @@ func (obs *Observation) observeIdle(v *Job) {
 		return
 	}
 	exempt := v.Job.Annotations[AnnotationIdleExempt] == "true"
-	v.GPU = &JobIdle{IdleTrack: t, Stage: obs.settings.Idle.Stage(t, exempt), Exempt: exempt, Settings: obs.settings.Idle}
+	stage := obs.settings.Idle.Stage(t, exempt)
+	if obs.settings.Idle.Stale(t, obs.now) {
+		stage = IdleActive // no recent data: never acted on (its GPUs may work again)
+	}
+	v.GPU = &JobIdle{IdleTrack: t, Stage: stage, Exempt: exempt, Settings: obs.settings.Idle}
+}
+
+// Stale tells whether t's last sample is too old to act on at now: older than three measuring
+// intervals (the status shows the utilisation as unknown by then).
+func (s IdleSettings) Stale(t IdleTrack, now time.Time) bool {
+	return s.Interval > 0 && now.Sub(t.Last.At) > 3*s.Interval
 }
 
 // idleFromStatus is a running job's idle track as its status shows it (for FromStatus): idleSince,

@@ -5,7 +5,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 )
@@ -124,3 +126,58 @@ func TestIdleFromStatus(t *testing.T) {
 		})
 	}
 }
+
+// TestIdleOnlyWhatIsKnownAndRunning: what the policy acts on is recent data of a running pod; a
+// restarted operator goes on from the status.
+func TestIdleOnlyWhatIsKnownAndRunning(t *testing.T) {
+	set := DefaultSettings()
+	set.Idle = IdleSettings{Threshold: 5, After: time.Hour, Grace: 30 * time.Minute, Action: IdleReclaim, Interval: time.Minute}
+	idleFor := func(d time.Duration) IdleTrack {
+		return IdleTrack{Pod: "a-1", Since: now.Add(-d), Last: GPUSample{Percent: 0, At: now}}
+	}
+	running := func(opts ...jobOpt) *cvlabv1alpha1.CvlabJob {
+		return newJob("a", 2, append([]jobOpt{status(cvlabv1alpha1.PhaseRunning, 1, "n1")}, opts...)...)
+	}
+	cases := map[string]struct {
+		job     *cvlabv1alpha1.CvlabJob
+		phase   corev1.PodPhase
+		track   *IdleTrack
+		samples map[types.UID]GPUSample // a measuring round after the observation, if any
+		want    IdleStage
+	}{
+		"idle for After+Grace, measured now: reclaimable": {job: running(), phase: corev1.PodRunning,
+			track: ptrTo(idleFor(2 * time.Hour)), want: IdleReclaimable},
+		"idle for After+Grace, but the last sample is 4 intervals old: not acted on": {job: running(), phase: corev1.PodRunning,
+			track: func() *IdleTrack { tr := idleFor(2 * time.Hour); tr.Last.At = now.Add(-4 * time.Minute); return &tr }(), want: IdleActive},
+		"a pod not running yet is not measured": {job: newJob("a", 2, status(cvlabv1alpha1.PhaseAdmitted, 1, "n1")), phase: corev1.PodPending,
+			samples: map[types.UID]GPUSample{uidOf("a"): {Percent: 0, At: now}}, want: -1},
+		"after a restart, idleness goes on from the status": {job: running(func(j *cvlabv1alpha1.CvlabJob) {
+			since := metav1.NewTime(now.Add(-2 * time.Hour))
+			j.Status.IdleSince = &since
+		}), phase: corev1.PodRunning, samples: map[types.UID]GPUSample{uidOf("a"): {Percent: 0, At: now}}, want: IdleReclaimable},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			l := NewLedger()
+			if tc.track != nil {
+				l.Idle = map[types.UID]IdleTrack{uidOf("a"): *tc.track}
+			}
+			in := Input{Jobs: []*cvlabv1alpha1.CvlabJob{tc.job}, Pods: []corev1.Pod{newPod(tc.job, 1, tc.phase, "n1")},
+				Nodes: oneNode(), Settings: set, Ledger: l, Now: now}
+			obs := Observe(in)
+			if tc.samples != nil {
+				l.Measured(obs, tc.samples)
+				obs = Observe(in)
+			}
+			v := obs.ByKey[keyOf("a")]
+			switch {
+			case tc.want < 0 && v.GPU != nil:
+				t.Errorf("measured: %+v", v.GPU)
+			case tc.want >= 0 && (v.GPU == nil || v.GPU.Stage != tc.want):
+				t.Errorf("stage %+v, want %v", v.GPU, tc.want)
+			}
+		})
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }

@@ -93,6 +93,11 @@ func FromStatus(jobs []*cvlabv1alpha1.CvlabJob, pub Published, now time.Time) *L
 			l.Expected[j.UID] = Expectation{Pod: st.PodName, Node: st.Node, Since: now}
 		}
 		if t, ok := idleFromStatus(st, pub.Settings.Idle); ok {
+			if st.GPUUtilization != nil && t.Last.At.Before(now) {
+				// The operator shows a utilisation only while it has recent data (it removes it after
+				// three intervals without): it has measured this job up to about now.
+				t.Last.At = now
+			}
 			if l.Idle == nil {
 				l.Idle = map[types.UID]IdleTrack{}
 			}

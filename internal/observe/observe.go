@@ -139,6 +139,7 @@ type Observation struct {
 
 	settings Settings
 	ledger   *Ledger
+	now      time.Time
 	byUID    map[types.UID]*cvlabv1alpha1.CvlabJob
 }
 
@@ -147,7 +148,7 @@ func Observe(in Input) *Observation {
 	if in.Ledger == nil {
 		in.Ledger = NewLedger()
 	}
-	obs := &Observation{ByKey: make(map[string]*Job, len(in.Jobs)), settings: in.Settings, ledger: in.Ledger,
+	obs := &Observation{ByKey: make(map[string]*Job, len(in.Jobs)), settings: in.Settings, ledger: in.Ledger, now: in.Now,
 		byUID: make(map[types.UID]*cvlabv1alpha1.CvlabJob, len(in.Jobs))}
 	for _, j := range in.Jobs {
 		obs.byUID[j.UID] = j

@@ -159,10 +159,11 @@ var _ = Describe("The fair-share queue", func() {
 		Eventually(job("alice-1"), timeout).Should(inPhase(cvlabv1alpha1.PhaseAdmitted))
 		Eventually(job("alice-2"), timeout).Should(inPhase(cvlabv1alpha1.PhaseAdmitted))
 		create("alice-3", "alice", 1)
-		create("carol-1", "carol", 1)
 		create("bob-1", "bob", 1)
-		// bob's and carol's 1st GPUs go before alice's 3rd; they tie on ordinal (and usually on
-		// the second of creation), then namespace/name decides.
+		create("carol-1", "carol", 1)
+		// bob's and carol's 1st GPUs go before alice's 3rd; they tie on ordinal, then on the second
+		// of creation (bob's is never later), then namespace/name decides. (Created carol first,
+		// bob's job landed in the next second now and then on a loaded machine, and ranked second.)
 		Eventually(job("bob-1"), timeout).Should(queued(1, "1"))
 		Eventually(job("carol-1"), timeout).Should(queued(2, "1"))
 		Eventually(job("alice-3"), timeout).Should(queued(3, "3"))
