@@ -288,7 +288,7 @@ func (r *QueueReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (r
 	decided := r.opts.Clock.Now()
 
 	// Act and record.
-	errs := r.apply(ctx, obs, d, now)
+	errs := r.apply(ctx, obs, pods.Items, d, now)
 	applied := r.opts.Clock.Now()
 	if len(errs) > 0 && ctx.Err() != nil {
 		return reconcile.Result{}, nil // shutting down: the next leader decides again
@@ -364,7 +364,7 @@ func planActions(obs *observe.Observation, d queue.Decision) actions {
 // apply carries out a decision: evictions (status first, so that a requeued job never looks
 // failed), other deletions, pod creations, then every status that changed, front of the queue
 // first.
-func (r *QueueReconciler) apply(ctx context.Context, obs *observe.Observation, d queue.Decision, now time.Time) []error {
+func (r *QueueReconciler) apply(ctx context.Context, obs *observe.Observation, pods []corev1.Pod, d queue.Decision, now time.Time) []error {
 	p := planActions(obs, d)
 	var errs []error
 	// The idle warnings, and the suspensions of --idle-action=Suspend (utilization.go).
@@ -396,7 +396,7 @@ func (r *QueueReconciler) apply(ctx context.Context, obs *observe.Observation, d
 	)
 	// Owners first (exec/attach/port-forward policy, podowners.go): a pod whose owner could not be
 	// published is not created now; its job backs off and starts on a later decision.
-	if err := r.publishPodOwners(ctx, obs, creations, now); err != nil {
+	if err := r.publishPodOwners(ctx, obs, pods, creations, now); err != nil {
 		errs = append(errs, err)
 	}
 	r.directory.refresh(ctx, creations) // the lab directory, for jobs without clusterUser (directory.go)
