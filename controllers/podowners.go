@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -154,7 +155,7 @@ func (w *podOwnerWriter) absent(now time.Time) bool {
 // including when the manager may not (its Role is missing); a missing ConfigMap is no error
 // (nothing reads the entries then).
 func (w *podOwnerWriter) publish(ctx context.Context, data map[string]string, now time.Time) error {
-	if w.written != nil && mapsEqual(data, w.written) && now.Sub(w.writtenAt) < podOwnersResync {
+	if w.written != nil && maps.Equal(data, w.written) && now.Sub(w.writtenAt) < podOwnersResync {
 		return nil
 	}
 	if w.absent(now) {

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"time"
 
@@ -60,7 +61,7 @@ func (p *publisher) run(ctx context.Context) error {
 		p.mu.Lock()
 		data := p.latest.Data()
 		p.mu.Unlock()
-		if mapsEqual(data, p.written) {
+		if p.written != nil && maps.Equal(data, p.written) {
 			continue
 		}
 		cm := corev1ac.ConfigMap(observe.PublishedName, p.namespace).
@@ -79,16 +80,4 @@ func (p *publisher) run(ctx context.Context) error {
 		delay, failing = time.Second, false
 		p.written = data
 	}
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) || a == nil != (b == nil) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }

@@ -459,13 +459,18 @@ func (w *statusWriter) setWritten(uid types.UID, st *cvlabv1alpha1.CvlabJobStatu
 	w.written[uid] = st
 }
 
+// latest is the newest status the operator has for a job: being written, or the last written.
+func (w *statusWriter) latest(uid types.UID) (*cvlabv1alpha1.CvlabJobStatus, bool) {
+	if st, ok := w.intended(uid); ok {
+		return st, true
+	}
+	return w.lastWritten(uid)
+}
+
 // current is the operator's latest word on a job's status: being written, written, or the cache's.
 // The operator is the only writer of status, so its own word is newer than the cache's.
 func (w *statusWriter) current(job *cvlabv1alpha1.CvlabJob) *cvlabv1alpha1.CvlabJobStatus {
-	if st, ok := w.intended(job.UID); ok {
-		return st
-	}
-	if st, ok := w.lastWritten(job.UID); ok {
+	if st, ok := w.latest(job.UID); ok {
 		return st
 	}
 	return &job.Status
@@ -491,10 +496,7 @@ func (w *statusWriter) status(job *cvlabv1alpha1.CvlabJob, cur *cvlabv1alpha1.Cv
 	if st, ok := w.shown[job.UID]; ok {
 		return st
 	}
-	if st, ok := w.intended(job.UID); ok {
-		return st
-	}
-	if st, ok := w.lastWritten(job.UID); ok {
+	if st, ok := w.latest(job.UID); ok {
 		return st
 	}
 	return cur

@@ -75,6 +75,15 @@ func explained(out string) (rank, position int32, reason string) {
 	return int32(r), int32(p), m[1]
 }
 
+// expectWhyAgrees: what `why` says of a waiting job is what the operator wrote in its status.
+func expectWhyAgrees(j *cvlabv1alpha1.CvlabJob, out string) {
+	GinkgoHelper()
+	rank, position, reason := explained(out)
+	Expect(j.Status.Rank).To(HaveValue(Equal(rank)), j.Name)
+	Expect(j.Status.QueuePosition).To(HaveValue(Equal(position)), j.Name)
+	Expect(j.Status.Message).To(HavePrefix("waiting: "+reason+";"), j.Name)
+}
+
 // result is one run of the plugin.
 type result struct {
 	out, err string
@@ -329,10 +338,7 @@ clusterUser: {name: alice, uid: 123456, groupName: cvlab, gid: 11166}
 			out := ok("why", name, "--config", empty, "-n", ns)
 			j, err := job(name)()
 			Expect(err).NotTo(HaveOccurred())
-			rank, position, reason := explained(out)
-			Expect(j.Status.Rank).To(HaveValue(Equal(rank)), name)
-			Expect(j.Status.QueuePosition).To(HaveValue(Equal(position)), name)
-			Expect(j.Status.Message).To(HavePrefix("waiting: "+reason+";"), name)
+			expectWhyAgrees(j, out)
 			Expect(out).NotTo(ContainSubstring("Note:"), name)
 		}
 		Expect(ok("why", "carol-c", "--config", empty, "-n", ns)).To(ContainSubstring("once that job has run --min-runtime (15m)."))
@@ -442,10 +448,7 @@ TOTAL          7             2              4              3              ?     
 			out := ok("why", name, "--config", empty, "-n", ns)
 			j, err := job(name)()
 			Expect(err).NotTo(HaveOccurred())
-			rank, position, reason := explained(out)
-			Expect(j.Status.Rank).To(HaveValue(Equal(rank)), name)
-			Expect(j.Status.QueuePosition).To(HaveValue(Equal(position)), name)
-			Expect(j.Status.Message).To(HavePrefix("waiting: "+reason+";"), name)
+			expectWhyAgrees(j, out)
 		}
 		Expect(ok("why", "carol-c", "--config", empty, "-n", ns)).To(
 			ContainSubstring("  It is first in line and has waited --max-head-wait (2s): no job ranked below it starts before it."))
