@@ -6,8 +6,9 @@ import (
 )
 
 // CvlabJobSpec is what a researcher asks for: one container, some GPUs, the lab's data.
-// Like a Job's pod template it cannot be changed after creation, except priority and suspend.
-// +kubebuilder:validation:XValidation:rule="has(self.command) == has(oldSelf.command) && has(self.args) == has(oldSelf.args) && has(self.workingDir) == has(oldSelf.workingDir) && has(self.env) == has(oldSelf.env) && has(self.gpus) == has(oldSelf.gpus) && has(self.resources) == has(oldSelf.resources) && has(self.cvlabdata) == has(oldSelf.cvlabdata) && has(self.clusterUser) == has(oldSelf.clusterUser) && has(self.ports) == has(oldSelf.ports) && has(self.timeout) == has(oldSelf.timeout) && has(self.terminationGracePeriodSeconds) == has(oldSelf.terminationGracePeriodSeconds) && has(self.podLabels) == has(oldSelf.podLabels) && has(self.podAnnotations) == has(oldSelf.podAnnotations)",message="spec is immutable after creation except priority and suspend: delete the job and create a new one"
+// Like a Job's pod template it cannot be changed after creation, except priority, suspend and
+// notify.
+// +kubebuilder:validation:XValidation:rule="has(self.command) == has(oldSelf.command) && has(self.args) == has(oldSelf.args) && has(self.workingDir) == has(oldSelf.workingDir) && has(self.env) == has(oldSelf.env) && has(self.gpus) == has(oldSelf.gpus) && has(self.resources) == has(oldSelf.resources) && has(self.cvlabdata) == has(oldSelf.cvlabdata) && has(self.clusterUser) == has(oldSelf.clusterUser) && has(self.ports) == has(oldSelf.ports) && has(self.timeout) == has(oldSelf.timeout) && has(self.terminationGracePeriodSeconds) == has(oldSelf.terminationGracePeriodSeconds) && has(self.podLabels) == has(oldSelf.podLabels) && has(self.podAnnotations) == has(oldSelf.podAnnotations)",message="spec is immutable after creation except priority, suspend and notify: delete the job and create a new one"
 type CvlabJobSpec struct {
 	// user is the researcher who owns the job; fair share counts GPUs per user.
 	// It must be a valid Kubernetes label value (it becomes the pod's `user` label).
@@ -132,6 +133,19 @@ type CvlabJobSpec struct {
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
 
+	// notify lists the moments its owner is told about personally, by email and chat (the lab
+	// directory's email=, slack= and mattermost= fields): Preempted (its pod was stopped for
+	// another job or its idle GPUs taken back), GPUIdle (its GPUs sat idle for the operator's
+	// --idle-after), Failed, DeadlineSoon (a share of spec.timeout is left), Started (after a
+	// wait longer than the operator's --notify-started-after) and Succeeded; or [None]. Empty:
+	// the lab's defaults (the operator's --notify). It may be changed at any time, unlike the
+	// rest of the spec: it decides who is told, never what the queue does.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=7
+	// +kubebuilder:validation:XValidation:rule="!self.exists(k, k == 'None') || size(self) == 1",message="notify: None means no message and cannot be combined with other kinds"
+	Notify []NotifyKind `json:"notify,omitempty"`
+
 	// podLabels are added to the pod's labels. The labels `user`, `priority` and
 	// `cvlab.epfl.ch/job` are set by the operator and cannot be given here.
 	// +optional
@@ -146,6 +160,22 @@ type CvlabJobSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="podAnnotations is immutable"
 	PodAnnotations map[string]string `json:"podAnnotations,omitempty"`
 }
+
+// NotifyKind is a moment a job's owner can be told about personally.
+// +kubebuilder:validation:Enum=Preempted;GPUIdle;Failed;DeadlineSoon;Started;Succeeded;None
+type NotifyKind string
+
+// The kinds of personal notifications (spec.notify).
+const (
+	NotifyPreempted    NotifyKind = "Preempted"
+	NotifyGPUIdle      NotifyKind = "GPUIdle"
+	NotifyFailed       NotifyKind = "Failed"
+	NotifyDeadlineSoon NotifyKind = "DeadlineSoon"
+	NotifyStarted      NotifyKind = "Started"
+	NotifySucceeded    NotifyKind = "Succeeded"
+	// NotifyNone, alone, turns personal notifications off for the job.
+	NotifyNone NotifyKind = "None"
+)
 
 // JobResources are the container's compute resources other than GPUs.
 // +kubebuilder:validation:XValidation:rule="!has(self.requests) || self.requests.all(k, k in ['cpu', 'memory', 'ephemeral-storage'])",message="requests may name cpu, memory and ephemeral-storage only; ask for GPUs with spec.gpus"
@@ -278,6 +308,50 @@ type GPUUtilization struct {
 	MeasuredAt metav1.Time `json:"measuredAt"`
 }
 
+// EvictionReason says why the queue stopped a job's pod.
+// +kubebuilder:validation:Enum=Preempted;IdleReclaimed;IdleSuspended;Unschedulable
+type EvictionReason string
+
+const (
+	// EvictionPreempted: a higher-ranked waiting job took the job's GPUs.
+	EvictionPreempted EvictionReason = "Preempted"
+	// EvictionIdleReclaimed: the job's GPUs sat idle past --idle-after and --idle-grace, and a
+	// waiting job took them.
+	EvictionIdleReclaimed EvictionReason = "IdleReclaimed"
+	// EvictionIdleSuspended: the job's GPUs sat idle past --idle-after and --idle-grace, and
+	// --idle-action=Suspend stopped it.
+	EvictionIdleSuspended EvictionReason = "IdleSuspended"
+	// EvictionUnschedulable: its pod stayed unschedulable for --unschedulable-timeout.
+	EvictionUnschedulable EvictionReason = "Unschedulable"
+)
+
+// Eviction is one stop of a job's pod by the queue.
+type Eviction struct {
+	// reason says why the pod was stopped.
+	// +required
+	Reason EvictionReason `json:"reason"`
+
+	// preemptor is the job given the GPUs, "namespace/name"; empty when none was.
+	// +optional
+	Preemptor string `json:"preemptor,omitempty"`
+
+	// preemptorUser is the preemptor's owner.
+	// +optional
+	PreemptorUser string `json:"preemptorUser,omitempty"`
+
+	// node is where the stopped pod ran.
+	// +optional
+	Node string `json:"node,omitempty"`
+
+	// admission is the number of the admission whose pod was stopped (status.admissions then).
+	// +optional
+	Admission int32 `json:"admission,omitempty"`
+
+	// time is when the queue stopped it.
+	// +required
+	Time metav1.Time `json:"time"`
+}
+
 // CvlabJobStatus is the queue's view of the job. Only the operator writes it.
 type CvlabJobStatus struct {
 	// phase summarises the job: Queued, Suspended, Admitted, Running, Succeeded or Failed.
@@ -350,6 +424,11 @@ type CvlabJobStatus struct {
 	// its GPUs count as free for the queue (see the GPUIdle condition for what happens).
 	// +optional
 	IdleSince *metav1.Time `json:"idleSince,omitempty"`
+
+	// lastEviction is the last time the queue stopped the job's pod before it ended: why, for
+	// whom, and when. It is kept after the job is admitted again.
+	// +optional
+	LastEviction *Eviction `json:"lastEviction,omitempty"`
 
 	// admittedAt is when the job was last admitted.
 	// +optional

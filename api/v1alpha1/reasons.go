@@ -73,6 +73,9 @@ const (
 	// EventGPUReclaimed: the job's idle GPUs were given back: it was evicted for a waiting job, or
 	// suspended (--idle-action=Suspend).
 	EventGPUReclaimed = "GPUReclaimed"
+	// EventNotNotified: the job's owner has no contact in the lab directory, so is not told about
+	// it personally (once per user and manager start).
+	EventNotNotified = "NotNotified"
 )
 
 // WaitingReason says, as a value, why a queued job waits; status.message says it in a sentence.

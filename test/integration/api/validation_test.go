@@ -70,9 +70,12 @@ var _ = Describe("CvlabJob validation at apply time", func() {
 		Entry("bad timeout", "  user: alice\n  image: x\n  timeout: 12 hours\n", "spec.timeout", "should match"),
 		Entry("GPUs asked in resources", "  user: alice\n  image: x\n  resources:\n    limits: {nvidia.com/gpu: 1}\n", "spec.resources", "ask for GPUs with spec.gpus"),
 		Entry("reserved pod label", "  user: alice\n  image: x\n  podLabels: {user: bob}\n", "spec.podLabels", "the operator sets them"),
+		Entry("unknown notification kind", "  user: alice\n  image: x\n  notify: [Failed, Done]\n", "spec.notify[1]", "supported values"),
+		Entry("None with other kinds", "  user: alice\n  image: x\n  notify: [None, Failed]\n", "spec.notify", "None means no message and cannot be combined"),
+		Entry("a kind twice", "  user: alice\n  image: x\n  notify: [Failed, Failed]\n", "spec.notify[1]", "Duplicate value"),
 	)
 
-	It("keeps the spec immutable except priority and suspend", func() {
+	It("keeps the spec immutable except priority, suspend and notify", func() {
 		j := &cvlabv1alpha1.CvlabJob{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "immutable"},
 			Spec: cvlabv1alpha1.CvlabJobSpec{User: "alice", Image: "a", GPUs: 1}}
 		Expect(fw.Client.Create(ctx, j)).To(Succeed())
@@ -82,6 +85,10 @@ var _ = Describe("CvlabJob validation at apply time", func() {
 			return fw.Client.Patch(ctx, j.DeepCopy(), client.RawPatch("application/merge-patch+json", []byte(p)))
 		}
 		Expect(patch(`{"spec":{"priority":5,"suspend":true}}`)).To(Succeed())
+		// notify decides who is told, never what the queue does: changed at any time, and removed.
+		Expect(patch(`{"spec":{"notify":["Failed","Succeeded"]}}`)).To(Succeed())
+		Expect(patch(`{"spec":{"notify":["None"]}}`)).To(Succeed())
+		Expect(patch(`{"spec":{"notify":null}}`)).To(Succeed())
 		err := patch(`{"spec":{"image":"b"}}`)
 		Expect(err).To(HaveOccurred())
 		Expect(err.Error()).To(ContainSubstring("image is immutable"))
@@ -90,7 +97,7 @@ var _ = Describe("CvlabJob validation at apply time", func() {
 		Expect(err.Error()).To(ContainSubstring("gpus is immutable"))
 		err = patch(`{"spec":{"command":["sh"]}}`)
 		Expect(err).To(HaveOccurred())
-		Expect(err.Error()).To(ContainSubstring("spec is immutable after creation except priority and suspend"))
+		Expect(err.Error()).To(ContainSubstring("spec is immutable after creation except priority, suspend and notify"))
 	})
 
 	It("serves the kubectl get columns, and -o wide adds rank, pod and message", func() {
