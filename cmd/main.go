@@ -2,6 +2,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -21,7 +22,6 @@ import (
 	"github.com/epfl-cvlab/cvlab-queue/controllers"
 	"github.com/epfl-cvlab/cvlab-queue/internal/dashboard"
 	"github.com/epfl-cvlab/cvlab-queue/internal/memlimit"
-	"github.com/epfl-cvlab/cvlab-queue/internal/notify"
 	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
 	"github.com/epfl-cvlab/cvlab-queue/internal/validation"
@@ -42,7 +42,7 @@ type config struct {
 	unschedulableTimeout   time.Duration
 	preemption             string
 	minRuntime             time.Duration
-	notifyWebhook          string
+	notify                 notifyFlags
 	qps                    float64
 	burst                  int
 	statusQPS              float64
@@ -73,12 +73,12 @@ func main() {
 	flag.StringVar(&c.preemption, "preemption", observe.DefaultPreemption.String(),
 		"Which waiting jobs may evict running jobs ranked below them: FirstGPU (jobs on their user's 1st GPU, the lab's rule), Rank (any), Never.")
 	flag.DurationVar(&c.minRuntime, "min-runtime", observe.DefaultMinRuntime, "Jobs running for less than this are never evicted.")
-	flag.StringVar(&c.notifyWebhook, "notify-webhook", "", "URL that receives a JSON POST (Slack-compatible `text` plus structured fields) for each preemption.")
 	flag.Float64Var(&c.qps, "kube-api-qps", 200, "Queries per second to the API server (client-side rate limit).")
 	flag.IntVar(&c.burst, "kube-api-burst", 400, "Burst of queries to the API server (client-side rate limit).")
 	flag.Float64Var(&c.statusQPS, "status-qps", controllers.DefaultStatusQPS,
 		"Most status writes per second for waiting jobs whose place in the queue changed (queuePosition, rank), written in the background, front of the queue first; within --kube-api-qps.")
 	c.idle.bind(flag.CommandLine)
+	c.notify.bind(flag.CommandLine)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -168,12 +168,15 @@ func run(c config) error {
 	if opts.Utilization, err = c.idle.source(mgr.GetClient()); err != nil {
 		return err
 	}
-	if c.notifyWebhook != "" {
-		w := notify.NewWebhook(c.notifyWebhook, ctrl.Log.WithName("notify"))
-		if err := mgr.Add(w); err != nil {
-			return err
+	ncfg, due, enabled, err := c.notify.config(context.Background(), mgr.GetAPIReader(), validation.OperatorNamespace(), idle)
+	if err != nil {
+		return err
+	}
+	if enabled {
+		ncfg.Log = ctrl.Log.WithName("notify")
+		if opts.Notifications, err = controllers.SetupNotifications(mgr, validation.OperatorNamespace(), ncfg, due); err != nil {
+			return fmt.Errorf("notifications: %w", err)
 		}
-		opts.Notifier = w
 	}
 	if c.dashboardAddr != "0" {
 		store := &queueview.Store{}
@@ -201,6 +204,6 @@ func run(c config) error {
 	ctrl.Log.WithName("setup").Info("starting", "gpuCapacity", c.gpuCapacity, "gpuNodeSelector", c.gpuNodeSelector,
 		"preemption", c.preemption, "minRuntime", c.minRuntime, "maxHeadWait", c.maxHeadWait, "qps", c.qps, "burst", c.burst,
 		"dashboard", c.dashboardAddr, "metricsSecure", c.metricsSecure, "adminGroups", adminGroups,
-		"idle", idle, "measured", opts.Utilization != nil)
+		"idle", idle, "measured", opts.Utilization != nil, "notifications", enabled)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }

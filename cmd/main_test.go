@@ -20,7 +20,7 @@ func TestManagerFlags(t *testing.T) {
 	}{
 		"help lists every flag": {
 			args: []string{"--help"}, wantExit: 0,
-			wantOut: []string{"-gpu-capacity", "-max-head-wait", "-kubeconfig", "-metrics-bind-address", "-health-probe-bind-address", "-leader-elect", "-kube-api-qps", "-kube-api-burst", "-gpu-node-selector", "-unschedulable-timeout", "-preemption", "-min-runtime", "-notify-webhook", "-dashboard-bind-address"},
+			wantOut: []string{"-gpu-capacity", "-max-head-wait", "-kubeconfig", "-metrics-bind-address", "-health-probe-bind-address", "-leader-elect", "-kube-api-qps", "-kube-api-burst", "-gpu-node-selector", "-unschedulable-timeout", "-preemption", "-min-runtime", "-notify-webhook", "-smtp-url", "-slack-webhook-url", "-mattermost-webhook-url", "-notify", "-dashboard-bind-address"},
 		},
 		"a bad preemption policy is refused": {
 			args: []string{"--preemption=Sometimes", "--kubeconfig=/nonexistent"}, wantExit: 1,

@@ -13,6 +13,7 @@ import (
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/internal/directory"
+	"github.com/epfl-cvlab/cvlab-queue/internal/lifecycle"
 	"github.com/epfl-cvlab/cvlab-queue/internal/validation"
 )
 
@@ -65,7 +66,7 @@ func newLabDirectory(reader client.Reader, namespace string, clk clock.PassiveCl
 // older than directoryRefresh, or older than a job that names no clusterUser and whose user has no
 // entry in the copy (an admin may just have added them: a newcomer's first job). So at most one
 // Get per decision that creates pods, and most decisions none: never one per admission.
-func (d *labDirectory) refresh(ctx context.Context, creations []*creation) {
+func (d *labDirectory) refresh(ctx context.Context, creations []*lifecycle.Creation) {
 	if d == nil || len(creations) == 0 {
 		return
 	}
@@ -115,9 +116,9 @@ func (d *labDirectory) refresh(ctx context.Context, creations []*creation) {
 
 // misses tells whether a job about to start names no clusterUser, its user has no entry, and the
 // copy may be older than the job.
-func (d *labDirectory) misses(creations []*creation) bool {
+func (d *labDirectory) misses(creations []*lifecycle.Creation) bool {
 	for _, c := range creations {
-		j := c.v.Job
+		j := c.View.Job
 		if j.Spec.ClusterUser != nil || d.readAt.After(j.CreationTimestamp.Add(directoryCreationMargin)) {
 			continue
 		}

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/internal/lifecycle"
 	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/validation"
 )
@@ -161,18 +162,18 @@ func TestLabDirectoryRefresh(t *testing.T) {
 				cur = s
 				clk.Step(s.after)
 				before := reads
-				var creations []*creation
+				var creations []*lifecycle.Creation
 				for k, js := range s.jobs {
 					j := &cvlabv1alpha1.CvlabJob{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%d", js.user, k), Namespace: "lab",
 						CreationTimestamp: metav1.NewTime(clk.Now().Add(-js.age))}, Spec: cvlabv1alpha1.CvlabJobSpec{User: js.user, Image: "img", ClusterUser: js.cu}}
-					creations = append(creations, &creation{v: &observe.Job{Job: j}})
+					creations = append(creations, &lifecycle.Creation{View: &observe.Job{Job: j}})
 				}
 				d.refresh(context.Background(), creations)
 				if got := reads - before; got != s.reads {
 					t.Errorf("step %d: %d reads, want %d", i, got, s.reads)
 				}
 				for k, c := range creations {
-					j := c.v.Job
+					j := c.View.Job
 					got, err := d.identity(j)
 					switch {
 					case s.wantErr != "" && j.Spec.ClusterUser == nil:
@@ -193,7 +194,7 @@ func TestLabDirectoryRefresh(t *testing.T) {
 	t.Run("no directory configured", func(t *testing.T) {
 		var d *labDirectory
 		j := &cvlabv1alpha1.CvlabJob{Spec: cvlabv1alpha1.CvlabJobSpec{User: "alice", Image: "img"}}
-		d.refresh(context.Background(), []*creation{{v: &observe.Job{Job: j}}})
+		d.refresh(context.Background(), []*lifecycle.Creation{{View: &observe.Job{Job: j}}})
 		if got, err := d.identity(j); got != nil || err != nil {
 			t.Errorf("identity = %+v, %v; want none", got, err)
 		}

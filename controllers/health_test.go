@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/internal/lifecycle"
 	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 )
@@ -31,7 +32,7 @@ var argoHealthKey = "resource.customizations.health." + cvlabv1alpha1.GroupVersi
 
 // TestHealth computes a CvlabJob's health in every phase the way Flux (kstatus) and Argo CD (the
 // Lua health check of docs/gitops.md, run in gopher-lua as Argo CD does) compute it, from statuses
-// built by desiredStatus, the controller's own code, along a job's life.
+// built by lifecycle.DesiredStatus, the controller's own code, along a job's life.
 func TestHealth(t *testing.T) {
 	script := argoHealthScript(t)
 	t0 := time.Date(2026, 11, 29, 9, 0, 0, 0, time.UTC)
@@ -41,14 +42,14 @@ func TestHealth(t *testing.T) {
 		Spec:       cvlabv1alpha1.CvlabJobSpec{User: "alice", GPUs: 4},
 	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "alice", Name: PodName(job, 1)},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "alice", Name: lifecycle.PodName(job, 1)},
 		Spec:       corev1.PodSpec{NodeName: "gpu-1"},
 		Status:     corev1.PodStatus{StartTime: &metav1.Time{Time: t0.Add(2 * time.Minute)}},
 	}
 	// step computes the status after cur when the job is (now) in phase; seconds after t0.
 	step := func(cur *cvlabv1alpha1.CvlabJobStatus, seconds int, v observe.Job, e *queue.Entry) *cvlabv1alpha1.CvlabJobStatus {
 		v.Job, v.Cur = job, cur
-		return desiredStatus(&v, e, observe.Cluster{}, time.Time{}, t0.Add(time.Duration(seconds)*time.Second))
+		return lifecycle.DesiredStatus(&v, e, observe.Cluster{}, time.Time{}, t0.Add(time.Duration(seconds)*time.Second))
 	}
 	queued := step(&cvlabv1alpha1.CvlabJobStatus{}, 0, observe.Job{Phase: cvlabv1alpha1.PhaseQueued},
 		&queue.Entry{Rank: 3, FirstGPU: 1, LastGPU: 4, Position: 2, Reason: "3 GPUs free, needs 4"})
@@ -65,7 +66,7 @@ func TestHealth(t *testing.T) {
 		edited := job.DeepCopy()
 		edited.Generation++
 		v := observe.Job{Job: edited, Cur: st, Phase: st.Phase}
-		return desiredStatus(&v, nil, observe.Cluster{}, time.Time{}, t0.Add(time.Hour))
+		return lifecycle.DesiredStatus(&v, nil, observe.Cluster{}, time.Time{}, t0.Add(time.Hour))
 	}
 	type health struct {
 		KStatus status.Status

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -13,6 +12,7 @@ import (
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/internal/cluster"
+	"github.com/epfl-cvlab/cvlab-queue/internal/lifecycle"
 )
 
 // Labels and annotations the operator puts on pods. `user` and `priority` are the lab's
@@ -27,7 +27,7 @@ const (
 	// AnnotationNode is the node the queue placed the pod on (also a required node affinity).
 	AnnotationNode = cluster.AnnotationNode
 	// DefaultTerminationGracePeriodSeconds lets training checkpoint on SIGTERM.
-	DefaultTerminationGracePeriodSeconds int64 = 60
+	DefaultTerminationGracePeriodSeconds = cluster.DefaultTerminationGracePeriodSeconds
 	// ResourceGPU is the extended resource of NVIDIA's device plugin.
 	ResourceGPU = cluster.ResourceGPU
 	// ContainerName is the name of the job's only container.
@@ -43,17 +43,6 @@ func PriorityLabelValue(p int32) string {
 		return "neg" + strconv.Itoa(int(p))
 	}
 	return strconv.Itoa(int(p))
-}
-
-// PodName is the deterministic name of the pod of a job's n-th admission: a retry of the same
-// admission can never create a second pod.
-func PodName(job *cvlabv1alpha1.CvlabJob, admission int32) string {
-	suffix := "-" + strconv.Itoa(int(admission))
-	name := job.Name
-	if max := 253 - len(suffix); len(name) > max {
-		name = strings.TrimRight(name[:max], ".-") // a DNS subdomain's parts end alphanumeric
-	}
-	return name + suffix
 }
 
 // BuildPod renders the pod of a job's n-th admission. When node is set, the pod may only run there:
@@ -115,7 +104,7 @@ func BuildPod(job *cvlabv1alpha1.CvlabJob, admission int32, node, hostname strin
 
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:        PodName(job, admission),
+			Name:        lifecycle.PodName(job, admission),
 			Namespace:   job.Namespace,
 			Labels:      labels,
 			Annotations: annotations,

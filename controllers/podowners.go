@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/epfl-cvlab/cvlab-queue/internal/cluster"
+	"github.com/epfl-cvlab/cvlab-queue/internal/lifecycle"
 	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/validation"
 )
@@ -76,7 +77,7 @@ func PodOwnerKey(namespace, name string) (key string, long bool) {
 // containers stop), each pod created but not shown by the cache yet (expected), and the pods this
 // decision is about to create. The owner is the job's spec.user; for a pod whose job is gone, the
 // user label the operator gave it (BuildPod). Pure: unit-tested.
-func wantedPodOwners(pods []corev1.Pod, obs *observe.Observation, expected map[types.UID]observe.Expectation, creations []*creation) map[types.NamespacedName]string {
+func wantedPodOwners(pods []corev1.Pod, obs *observe.Observation, expected map[types.UID]observe.Expectation, creations []*lifecycle.Creation) map[types.NamespacedName]string {
 	users := make(map[types.UID]string, len(obs.Views))
 	for _, v := range obs.Views {
 		users[v.Job.UID] = v.Job.Spec.User
@@ -105,7 +106,7 @@ func wantedPodOwners(pods []corev1.Pod, obs *observe.Observation, expected map[t
 		}
 	}
 	for _, c := range creations {
-		add(c.v.Job.Namespace, PodName(c.v.Job, c.v.LastAdmission+1), c.v.Job.Spec.User)
+		add(c.View.Job.Namespace, lifecycle.PodName(c.View.Job, c.View.LastAdmission+1), c.View.Job.Spec.User)
 	}
 	return owners
 }
@@ -209,7 +210,7 @@ func (w *podOwnerWriter) publish(ctx context.Context, data map[string]string, no
 // publishPodOwners publishes the owners of the queue's pods, those about to be created included,
 // before they are created (see above). When that fails, the creations are marked failed (their
 // jobs back off and are admitted again later) and the error is returned.
-func (r *QueueReconciler) publishPodOwners(ctx context.Context, obs *observe.Observation, pods []corev1.Pod, creations []*creation, now time.Time) error {
+func (r *QueueReconciler) publishPodOwners(ctx context.Context, obs *observe.Observation, pods []corev1.Pod, creations []*lifecycle.Creation, now time.Time) error {
 	if r.opts.PodOwnersNamespace == "" {
 		return nil
 	}
@@ -227,7 +228,7 @@ func (r *QueueReconciler) publishPodOwners(ctx context.Context, obs *observe.Obs
 		return nil
 	}
 	for _, c := range creations {
-		c.err = fmt.Errorf("its owner could not be published for the exec/attach/port-forward policy, so it is not created yet: %w", err)
+		c.Err = fmt.Errorf("its owner could not be published for the exec/attach/port-forward policy, so it is not created yet: %w", err)
 	}
 	return err
 }

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/internal/lifecycle"
 	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 )
@@ -29,7 +30,7 @@ func TestPodOwners(t *testing.T) {
 			Status:     cvlabv1alpha1.CvlabJobStatus{Phase: status, Admissions: admissions},
 		}
 		if admissions > 0 {
-			j.Status.PodName = PodName(j, admissions)
+			j.Status.PodName = lifecycle.PodName(j, admissions)
 		}
 		return j
 	}
@@ -106,8 +107,8 @@ func TestPodOwners(t *testing.T) {
 			}
 			obs := observe.Observe(observe.Input{Jobs: tc.jobs, Pods: tc.pods, Ledger: ledger, Now: now,
 				Settings: observe.Settings{Preemption: queue.PreemptNever, GPUCapacity: -1, MaxHeadWait: time.Hour}})
-			p := planActions(obs, queue.Decide(obs.Snapshot(now)))
-			got := podOwnerData(wantedPodOwners(tc.pods, obs, ledger.Expected, p.creations))
+			p := lifecycle.Plan(obs, queue.Decide(obs.Snapshot(now)))
+			got := podOwnerData(wantedPodOwners(tc.pods, obs, ledger.Expected, p.Creations))
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("published owners (-want +got):\n%s", diff)
 			}

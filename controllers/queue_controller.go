@@ -30,7 +30,7 @@ import (
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/internal/cluster"
-	"github.com/epfl-cvlab/cvlab-queue/internal/notify"
+	"github.com/epfl-cvlab/cvlab-queue/internal/lifecycle"
 	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
@@ -74,8 +74,9 @@ type Options struct {
 	// Utilization measures the running jobs' GPUs every Idle.Interval (utilization.go); nil:
 	// nothing is measured and the idle policy never acts.
 	Utilization utilization.Source
-	// Notifier tells owners about preemptions (besides events and conditions); may be nil.
-	Notifier notify.Notifier
+	// Notifications tell owners personally what their jobs' status says (notifications.go); nil:
+	// none.
+	Notifications *Notifications
 	// View receives the queue after each decision, for the dashboard; may be nil.
 	View *queueview.Store
 	// BackoffBase is the first wait before a job whose start failed (pod creation refused, pod
@@ -229,6 +230,17 @@ func (r *QueueReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	r.jobs = jobs
+	if r.opts.Notifications != nil {
+		clk := r.opts.Clock
+		if r.opts.Notifications.Clock != nil {
+			clk = r.opts.Notifications.Clock
+		}
+		w := newNotificationWatcher(r.opts.Notifications, jobs, mgr.GetClient(), clk, r.recorder)
+		r.opts.Notifications.watcher.Store(w)
+		if err := mgr.Add(w); err != nil {
+			return err
+		}
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("cvlabqueue").
 		// Status-only updates of a job are the operator's own writes (it is the only writer of
@@ -314,79 +326,32 @@ func (r *QueueReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (r
 	return res, nil
 }
 
-// actions are what a decision asks the loop to do, in this order: evictions (status first, so
-// that a requeued job never looks failed), unfinished evictions, other deletions, pod creations.
-type actions struct {
-	entries    map[string]*queue.Entry
-	evictions  []observe.Eviction
-	unfinished []observe.UnfinishedEviction
-	deletions  []*corev1.Pod
-	creations  []*creation
-}
-
-// creation is one pod to create, for v's next admission, on node ("" for CPU-only jobs and in pool
-// mode); err is set when it failed.
-type creation struct {
-	v    *observe.Job
-	node string
-	err  error
-}
-
-// planActions turns a decision into actions: pure, so that a decision's consequences are
-// unit-tested without an API server.
-func planActions(obs *observe.Observation, d queue.Decision) actions {
-	p := actions{entries: make(map[string]*queue.Entry, len(d.Order)), unfinished: obs.UnfinishedEvictions, deletions: obs.ToDelete}
-	for i := range d.Order {
-		p.entries[d.Order[i].Key] = &d.Order[i]
-	}
-	// Evictions: jobs requeued because their pod was unschedulable too long, and preemptions.
-	p.evictions = slices.Clone(obs.Requeues)
-	for _, pr := range d.Preemptions {
-		p.evictions = append(p.evictions, preemptionEvictions(obs, pr, p.entries)...)
-	}
-	admit := map[string]string{} // key → node
-	for _, k := range d.AdmitCPU {
-		admit[k] = ""
-	}
-	for _, e := range d.Order {
-		if e.Admit {
-			admit[e.Key] = e.Node
-		}
-	}
-	for _, v := range obs.Views {
-		if node, ok := admit[v.Key()]; ok {
-			p.creations = append(p.creations, &creation{v: v, node: node})
-		}
-	}
-	return p
-}
-
 // apply carries out a decision: evictions (status first, so that a requeued job never looks
 // failed), other deletions, pod creations, then every status that changed, front of the queue
 // first.
 func (r *QueueReconciler) apply(ctx context.Context, obs *observe.Observation, pods []corev1.Pod, d queue.Decision, now time.Time) []error {
-	p := planActions(obs, d)
+	p := lifecycle.Plan(obs, d)
 	var errs []error
 	// The idle warnings, and the suspensions of --idle-action=Suspend (utilization.go).
 	for _, ev := range r.warnIdle(obs, now) {
-		if !slices.ContainsFunc(p.evictions, func(o observe.Eviction) bool { return o.View == ev.View }) {
-			p.evictions = append(p.evictions, ev)
+		if !slices.ContainsFunc(p.Evictions, func(o observe.Eviction) bool { return o.View == ev.View }) {
+			p.Evictions = append(p.Evictions, ev)
 		}
 	}
-	errs = append(errs, r.evict(ctx, obs, p.evictions, p.entries, now)...)
-	for _, u := range p.unfinished {
+	errs = append(errs, r.evict(ctx, obs, p.Evictions, p.Entries, now)...)
+	for _, u := range p.Unfinished {
 		if err := r.deleteSeen(ctx, u.Pod); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		r.ledger.Evicting(u.Job, u.Pod.Name)
 	}
-	for _, pod := range p.deletions {
+	for _, pod := range p.Deletions {
 		if err := r.client.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
 			errs = append(errs, err)
 		}
 	}
-	entries, creations := p.entries, p.creations
+	entries, creations := p.Entries, p.Creations
 	// Pod creations run podCreators at a time: one by one, a decision admitting tens of jobs
 	// spent that many API round trips before anything else (measured: 5 s decisions at 5,000
 	// jobs on a busy API server).
@@ -404,13 +369,13 @@ func (r *QueueReconciler) apply(ctx context.Context, obs *observe.Observation, p
 		r.writer.creatingPods(true)
 	}
 	for _, c := range creations {
-		if c.err != nil {
+		if c.Err != nil {
 			continue
 		}
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			c.err = r.createPod(ctx, c.v, obs.Cluster.Hostnames[c.node], c.node)
+			c.Err = r.createPod(ctx, c.View, obs.Cluster.Hostnames[c.Node], c.Node)
 		})
 	}
 	wg.Wait()
@@ -418,15 +383,15 @@ func (r *QueueReconciler) apply(ctx context.Context, obs *observe.Observation, p
 		r.writer.creatingPods(false)
 	}
 	for _, c := range creations {
-		if c.err != nil {
-			c.v.StartErr = c.err
+		if c.Err != nil {
+			c.View.StartErr = c.Err
 			// Decide again when the backoff ends (the job's own status write, which used to
 			// trigger the next decision, no longer does).
-			obs.Wakeups = append(obs.Wakeups, r.backOff(c.v.Job.UID, now))
+			obs.Wakeups = append(obs.Wakeups, r.backOff(c.View.Job.UID, now))
 			continue
 		}
-		r.ledger.Expect(c.v.Job.UID, PodName(c.v.Job, c.v.LastAdmission), c.node, now)
-		c.v.Phase = cvlabv1alpha1.PhaseAdmitted
+		r.ledger.Expect(c.View.Job.UID, lifecycle.PodName(c.View.Job, c.View.LastAdmission), c.Node, now)
+		c.View.Phase = cvlabv1alpha1.PhaseAdmitted
 	}
 
 	// Hand the status changes to the background writer: phase changes all land, front first;
@@ -439,7 +404,7 @@ func (r *QueueReconciler) apply(ctx context.Context, obs *observe.Observation, p
 			continue // written before its pod was deleted
 		}
 		e := entries[v.Key()]
-		want := desiredStatus(v, e, obs.Cluster, r.ledger.Backoff[v.Job.UID].Until, now)
+		want := lifecycle.DesiredStatus(v, e, obs.Cluster, r.ledger.Backoff[v.Job.UID].Until, now)
 		if statusEqual(v.Cur, want) {
 			continue
 		}

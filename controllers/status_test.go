@@ -9,7 +9,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
-	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 )
 
 // TestStatusEqual checks statusEqual against equality.Semantic.DeepEqual: equal copies are equal,
@@ -23,6 +22,7 @@ func TestStatusEqual(t *testing.T) {
 			Phase: cvlabv1alpha1.PhaseRunning, QueuePosition: i32(3), Rank: i32(7), UserGPUs: "2", PodName: "j-1",
 			Admissions: 1, Preemptions: 1, AdmittedAt: &t0, StartTime: &t0, CompletionTime: &t0, Message: "m",
 			ObservedGeneration: 2, BackoffUntil: &t0, IdleSince: &t0,
+			LastEviction:   &cvlabv1alpha1.Eviction{Reason: cvlabv1alpha1.EvictionPreempted, Preemptor: "ns/p", PreemptorUser: "u", Node: "n", Admission: 1, Time: t0},
 			GPUUtilization: &cvlabv1alpha1.GPUUtilization{Percent: 40, MemoryUsedMiB: 100, Window: metav1.Duration{Duration: time.Minute}, MeasuredAt: t0},
 			Conditions:     []metav1.Condition{{Type: "Running", Status: metav1.ConditionTrue, Reason: "R", Message: "m", ObservedGeneration: 2, LastTransitionTime: t0}},
 		}
@@ -66,6 +66,23 @@ func TestStatusEqual(t *testing.T) {
 			check(f.Name+" (nil first)", b, full())
 		}
 	}
+	et := reflect.TypeOf(cvlabv1alpha1.Eviction{})
+	for i := range et.NumField() {
+		f := et.Field(i)
+		b := full()
+		v := reflect.ValueOf(b.LastEviction).Elem().Field(i)
+		switch {
+		case f.Name == "Time":
+			b.LastEviction.Time = metav1.NewTime(t0.Add(time.Second))
+		case v.Kind() == reflect.String:
+			v.SetString(v.String() + "x")
+		case v.Kind() == reflect.Int32:
+			v.SetInt(v.Int() + 1)
+		default:
+			t.Fatalf("eviction field %s of kind %s: teach this test (and evictionEqual) about it", f.Name, v.Kind())
+		}
+		check("LastEviction."+f.Name, full(), b)
+	}
 	ct := reflect.TypeOf(metav1.Condition{})
 	for i := range ct.NumField() {
 		f := ct.Field(i)
@@ -86,24 +103,4 @@ func TestStatusEqual(t *testing.T) {
 	b := full()
 	b.Conditions = append(b.Conditions, b.Conditions[0])
 	check("one condition more", full(), b)
-}
-
-// TestWaitingReasons: every reason the engine gives is a waitingReason of the API, under the same
-// name (status.waitingReason is the engine's word, documented in the CRD's enum).
-func TestWaitingReasons(t *testing.T) {
-	api := map[cvlabv1alpha1.WaitingReason]bool{
-		cvlabv1alpha1.WaitingNoGPUsFree: true, cvlabv1alpha1.WaitingNoNodeFits: true, cvlabv1alpha1.WaitingNeverFits: true,
-		cvlabv1alpha1.WaitingHeadOfLine: true, cvlabv1alpha1.WaitingReserved: true, cvlabv1alpha1.WaitingBackingOff: true,
-		cvlabv1alpha1.WaitingQuotaExceeded: true, cvlabv1alpha1.WaitingSuspended: true,
-	}
-	engine := map[queue.WaitReason]bool{queue.NoGPUsFree: true, queue.NoNodeFits: true, queue.NeverFits: true,
-		queue.HeadOfLine: true, queue.Reserved: true, queue.BackingOff: true, queue.QuotaExceeded: true}
-	for w := range engine {
-		if !api[waitingReason(w)] {
-			t.Errorf("the engine's %q is not a waitingReason of the API", w)
-		}
-	}
-	if got := waitingReason(queue.WaitNone); got != "" {
-		t.Errorf("no reason became %q", got)
-	}
 }

@@ -10,6 +10,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/internal/lifecycle"
 	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 )
 
@@ -167,12 +168,12 @@ func TestDeferrable(t *testing.T) {
 	t0 := metav1.NewTime(time.Date(2026, 11, 29, 9, 0, 0, 0, time.UTC))
 	running := func(rank int32, gpus, msg string) *cvlabv1alpha1.CvlabJobStatus {
 		st := &cvlabv1alpha1.CvlabJobStatus{Phase: cvlabv1alpha1.PhaseRunning, Rank: i32(rank), UserGPUs: gpus, Message: msg, Admissions: 1, PodName: "j-1"}
-		setRunning(st, true, cvlabv1alpha1.ReasonPodRunning, msg, 1, t0)
+		lifecycle.SetRunning(st, true, cvlabv1alpha1.ReasonPodRunning, msg, 1, t0)
 		return st
 	}
 	waiting := func(pos int32, msg string) *cvlabv1alpha1.CvlabJobStatus {
 		st := &cvlabv1alpha1.CvlabJobStatus{Phase: cvlabv1alpha1.PhaseQueued, QueuePosition: i32(pos), Rank: i32(pos + 10), Message: msg}
-		setQueued(st, true, cvlabv1alpha1.ReasonWaiting, msg, 1, t0)
+		lifecycle.SetQueued(st, true, cvlabv1alpha1.ReasonWaiting, msg, 1, t0)
 		return st
 	}
 	cases := map[string]struct {
@@ -192,7 +193,7 @@ func TestDeferrable(t *testing.T) {
 		"waiting job evicted back to the queue": {cur: waiting(4, "4th"), want: waiting(3, "3rd"), evicted: true},
 		"condition turns": {cur: running(3, "1", "x"), want: func() *cvlabv1alpha1.CvlabJobStatus {
 			st := running(3, "1", "x")
-			setRunning(st, false, cvlabv1alpha1.ReasonPodPending, "x", 1, t0)
+			lifecycle.SetRunning(st, false, cvlabv1alpha1.ReasonPodPending, "x", 1, t0)
 			return st
 		}()},
 		"waiting job: why it waits changes with its place": {cur: waiting(7, "7th"), want: func() *cvlabv1alpha1.CvlabJobStatus {

@@ -30,6 +30,8 @@
 #   FAKE_DCGM_PORT   loopback port of the fake dcgm-exporter (cmd/fake-dcgm-exporter, default 19400):
 #                    the GPUs' utilisation that the pods' annotation cvlab.epfl.ch/simulated-utilization
 #                    says, read by the operator through --dcgm-exporter-url
+#   MAIL_SMTP_PORT MAIL_WEB_PORT  loopback ports of the mail catcher (cmd/mailcatcher, defaults 11025,
+#                    18025): the operator's email notifications land there, readable in its web inbox
 #   IDLE_ARGS        the operator's idle settings (default short ones for the demo:
 #                    "--idle-after=2m --idle-grace=1m --utilization-interval=15s"; MANAGER_ARGS win)
 #   READY_TIMEOUT    seconds to wait for each component (default 120)
@@ -45,6 +47,7 @@ KUBECTL="$k8sbin/kubectl"
 KWOK="$root/bin/kwok"
 MANAGER="$root/bin/manager"
 FAKE_DCGM="$root/bin/fake-dcgm-exporter"
+MAILCATCHER="$root/bin/mailcatcher"
 
 LOCAL_DIR=$(realpath -m -s "${LOCAL_DIR:-$root/.local}") # absolute, symlinks kept as given
 pki="$LOCAL_DIR/pki"
@@ -59,6 +62,8 @@ CONTROLLER_MANAGER_PORT=${CONTROLLER_MANAGER_PORT:-20257}
 MANAGER_PROBE_PORT=${MANAGER_PROBE_PORT:-18081}
 DASHBOARD_PORT=${DASHBOARD_PORT:-15336}
 FAKE_DCGM_PORT=${FAKE_DCGM_PORT:-19400}
+MAIL_SMTP_PORT=${MAIL_SMTP_PORT:-11025}
+MAIL_WEB_PORT=${MAIL_WEB_PORT:-18025}
 IDLE_ARGS=${IDLE_ARGS---idle-after=2m --idle-grace=1m --utilization-interval=15s}
 NODES=${NODES:-4}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
@@ -70,7 +75,7 @@ STOP_WITH_PID=${STOP_WITH_PID:-}
 
 # Components in start order; they are stopped in the reverse order. The watchdog only runs with
 # STOP_WITH_PID in detached mode.
-components=(etcd kube-apiserver kwok kube-scheduler kube-controller-manager fake-dcgm-exporter manager watchdog)
+components=(etcd kube-apiserver kwok kube-scheduler kube-controller-manager fake-dcgm-exporter mailcatcher manager watchdog)
 
 log() { printf '[local-cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -173,6 +178,8 @@ build() {
   (cd "$root" && go build -o "$MANAGER" ./cmd)
   log "building the fake dcgm-exporter (bin/fake-dcgm-exporter)"
   (cd "$root" && go build -o "$FAKE_DCGM" ./cmd/fake-dcgm-exporter)
+  log "building the mail catcher (bin/mailcatcher)"
+  (cd "$root" && go build -o "$MAILCATCHER" ./cmd/mailcatcher)
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -194,8 +201,9 @@ root root cvlab-admins"
 demo_namespace=default
 # Their lab directory entries (docs/security.md#the-lab-directory), "name entry" per line: the
 # clusterUser of the samples config/samples/gpu-job.yaml and jupyter-2gpu-job.yaml.
-directory="alice name=alice uid=123456 groupName=cvlab gid=11166
-bob name=bob uid=123457 groupName=cvlab gid=11166"
+# Their email (notifications) goes to the local mail catcher.
+directory="alice name=alice uid=123456 groupName=cvlab gid=11166 email=alice@cvlab.local
+bob name=bob uid=123457 groupName=cvlab gid=11166 email=bob@cvlab.local"
 
 ca() { # ca NAME CN: a self-signed CA
   [ -f "$pki/$1.crt" ] && return 0
@@ -604,6 +612,10 @@ up() {
   start fake-dcgm-exporter "$FAKE_DCGM" --kubeconfig="$LOCAL_DIR/kubeconfig" --bind-address="127.0.0.1:$FAKE_DCGM_PORT"
   wait_for "fake dcgm-exporter /health" fake-dcgm-exporter http_ok "$FAKE_DCGM_PORT" /health
 
+  log "starting the mail catcher (SMTP 127.0.0.1:$MAIL_SMTP_PORT, inbox http://127.0.0.1:$MAIL_WEB_PORT/)"
+  start mailcatcher "$MAILCATCHER" --smtp-addr="127.0.0.1:$MAIL_SMTP_PORT" --http-addr="127.0.0.1:$MAIL_WEB_PORT"
+  wait_for "mail catcher /healthz" mailcatcher http_ok "$MAIL_WEB_PORT" /healthz
+
   local manager_args=(--kubeconfig="$LOCAL_DIR/manager.kubeconfig"
     --health-probe-bind-address="127.0.0.1:$MANAGER_PROBE_PORT" --metrics-bind-address=0)
   [ "$capacity" = off ] || manager_args+=(--gpu-capacity="$capacity")
@@ -619,6 +631,11 @@ up() {
     manager_args+=(--dcgm-exporter-url="http://127.0.0.1:$FAKE_DCGM_PORT/metrics")
   else
     log "this operator has no --dcgm-exporter-url: the fake dcgm-exporter runs unread"
+  fi
+  if grep -q -- '-smtp-url' <<<"$help"; then
+    manager_args+=(--smtp-url="smtp://127.0.0.1:$MAIL_SMTP_PORT" --smtp-starttls=none
+      --smtp-from="cvlab-queue <cvlab-queue@cvlab.local>" --notify-group-window=10s)
+    if [ -n "$dashboard" ]; then manager_args+=(--dashboard-url="$dashboard"); fi
   fi
   for f in $IDLE_ARGS; do # each idle flag only when this operator has it
     n=${f%%=*}
@@ -650,6 +667,7 @@ Local cluster ready in $((SECONDS - t0)) s: $n fake nodes, $total GPUs (operator
 Contexts: cvlab-local (cluster admin, the default), alice and bob (cvlab-user in namespace $demo_namespace), root (queue admin)
 ${dashboard:+Dashboard: $dashboard
 }Fake dcgm-exporter: http://127.0.0.1:$FAKE_DCGM_PORT/metrics (docs/local-cluster.md#gpu-utilisation-the-fake-dcgm-exporter)
+Mail (alice's and bob's notifications): http://127.0.0.1:$MAIL_WEB_PORT/
 Logs: $logs/*.log
 EOF
   if [ -n "$detach" ]; then

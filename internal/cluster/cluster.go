@@ -18,6 +18,9 @@ const (
 	AnnotationNode = "cvlab.epfl.ch/node"
 	// ResourceGPU is the extended resource of NVIDIA's device plugin.
 	ResourceGPU corev1.ResourceName = "nvidia.com/gpu"
+	// DefaultTerminationGracePeriodSeconds is the grace period of the operator's pods when the job
+	// sets none: it lets training checkpoint on SIGTERM.
+	DefaultTerminationGracePeriodSeconds int64 = 60
 )
 
 // PodGPUs is the nvidia.com/gpu a pod holds: the larger of its containers' sum and its init

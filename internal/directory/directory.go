@@ -10,8 +10,10 @@
 //	alice: "name=alice uid=123456 groupName=cvlab gid=11166"
 //
 // An entry is valid when name, uid, groupName and gid each appear exactly once, name and groupName
-// have 1 to 64 characters, and uid and gid are 1 to 18 decimal digits. Other fields (email=,
-// slack=, ...) and tokens without "=" are ignored, so that entries can grow. The key "enforce" is
+// have 1 to 64 characters, and uid and gid are 1 to 18 decimal digits. The contact fields email=,
+// slack= (a Slack member ID) and mattermost= (a Mattermost username) say how the operator tells the
+// user about their jobs (Contact); they are read whether or not the account fields are valid.
+// Other fields and tokens without "=" are ignored, so that entries can grow. The key "enforce" is
 // reserved: "true" (any case, blanks around it ignored) refuses jobs of users without a valid
 // entry. Every entry, valid or not, holds the names and uids it names (Holders): a user without
 // an entry may not take them.
@@ -21,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/mail"
 	"regexp"
 	"slices"
 	"strconv"
@@ -39,6 +42,10 @@ const (
 	FieldUID       = "uid"
 	FieldGroupName = "groupName"
 	FieldGID       = "gid"
+	// The contact fields.
+	FieldEmail      = "email"
+	FieldSlack      = "slack"
+	FieldMattermost = "mattermost"
 	// MaxNameLength is the longest name and groupName, as the CRD's spec.clusterUser allows.
 	MaxNameLength = 64
 )
@@ -49,6 +56,75 @@ var fields = []string{FieldName, FieldUID, FieldGroupName, FieldGID}
 // reID is what the policy accepts as a uid or gid (`matches('^[0-9]{1,18}$')` in CEL): at most 18
 // digits, so that it always fits an int64.
 var reID = regexp.MustCompile(`^[0-9]{1,18}$`)
+
+// reSlack is a Slack member ID (U… for users, W… for Enterprise Grid users); reMattermost a
+// Mattermost username (lower-case letters, digits, '.', '-' and '_', starting with a letter).
+var (
+	reSlack      = regexp.MustCompile(`^[UW][A-Z0-9]{2,20}$`)
+	reMattermost = regexp.MustCompile(`^[a-z][a-z0-9._-]{2,21}$`)
+)
+
+// Contact is how to reach a user: each field empty when not given or not valid.
+type Contact struct {
+	Email      string
+	Slack      string
+	Mattermost string
+}
+
+// parseContact reads the contact fields of an entry; problems name the fields that are not valid
+// (they are left out: the user is not messaged on that channel). A field given twice counts as not
+// valid, as in the account fields.
+func parseContact(value string) (Contact, []string) {
+	var c Contact
+	var problems []string
+	seen := map[string]int{}
+	for _, token := range strings.FieldsFunc(value, isSpace) {
+		for _, f := range []string{FieldEmail, FieldSlack, FieldMattermost} {
+			v, ok := strings.CutPrefix(token, f+"=")
+			if !ok {
+				continue
+			}
+			seen[f]++
+			switch f {
+			case FieldEmail:
+				// A bare address only: no display name, no angle brackets, so that nothing in the
+				// directory can add a recipient or a header.
+				if a, err := mail.ParseAddress(v); err == nil && a.Name == "" && a.Address == v && len(v) <= 254 {
+					c.Email = v
+				} else {
+					problems = append(problems, fmt.Sprintf("email %q is not a bare address", v))
+				}
+			case FieldSlack:
+				if reSlack.MatchString(v) {
+					c.Slack = v
+				} else {
+					problems = append(problems, fmt.Sprintf("slack %q is not a Slack member ID such as U024BE7LH", v))
+				}
+			case FieldMattermost:
+				// @all, @channel and @here would tell the whole channel.
+				if reMattermost.MatchString(v) && v != "all" && v != "channel" && v != "here" {
+					c.Mattermost = v
+				} else {
+					problems = append(problems, fmt.Sprintf("mattermost %q is not a Mattermost username", v))
+				}
+			}
+		}
+	}
+	for _, f := range []string{FieldEmail, FieldSlack, FieldMattermost} {
+		if seen[f] > 1 {
+			problems = append(problems, f+" is given "+strconv.Itoa(seen[f])+" times")
+			switch f {
+			case FieldEmail:
+				c.Email = ""
+			case FieldSlack:
+				c.Slack = ""
+			case FieldMattermost:
+				c.Mattermost = ""
+			}
+		}
+	}
+	return c, problems
+}
 
 // Identity is a user's cluster account, as in a CvlabJob's spec.clusterUser.
 type Identity struct {
@@ -90,6 +166,8 @@ type Directory struct {
 	// names and uids are the accounts each entry names, valid or not: user → values.
 	names map[string][]string
 	uids  map[string][]int64
+	// contacts are the users' valid contact fields.
+	contacts map[string]Contact
 }
 
 // Parse reads the directory's ConfigMap data. It is tolerant: every valid entry is kept whatever
@@ -116,6 +194,16 @@ func Parse(data map[string]string) (Directory, error) {
 				d.names, d.uids = map[string][]string{}, map[string][]int64{}
 			}
 			d.names[user], d.uids[user] = names, uids
+		}
+		contact, cproblems := parseContact(value)
+		if contact != (Contact{}) {
+			if d.contacts == nil {
+				d.contacts = map[string]Contact{}
+			}
+			d.contacts[user] = contact
+		}
+		for _, p := range cproblems {
+			errs = append(errs, fmt.Errorf("entry %s: %s (ignored)", user, p))
 		}
 		id, problem := parseEntry(value)
 		if problem != "" {
@@ -247,6 +335,12 @@ func (d Directory) Lookup(user string) (Identity, bool) {
 func (d Directory) Problem(user string) (string, bool) {
 	p, ok := d.problems[user]
 	return p, ok
+}
+
+// Contact is how to reach user: false when the entry gives no valid contact field.
+func (d Directory) Contact(user string) (Contact, bool) {
+	c, ok := d.contacts[user]
+	return c, ok
 }
 
 // Enforced tells whether the jobs of users without a valid entry are refused.

@@ -23,7 +23,7 @@ func TestParse(t *testing.T) {
 		"an entry":             {data: map[string]string{"alice": "name=alice uid=123456 groupName=cvlab gid=11166"}, user: "alice", want: &alice},
 		"another user's entry": {data: map[string]string{"bob": "name=bob uid=1 groupName=cvlab gid=2"}, user: "alice"},
 		"fields in any order, any blanks, unknown fields and words ignored": {
-			data: map[string]string{"alice": "\n gid=11166\temail=alice@epfl.ch  groupName=cvlab\r\fname=alice slack=@alice  uid=123456 note\n"},
+			data: map[string]string{"alice": "\n gid=11166\temail=alice@epfl.ch  groupName=cvlab\r\fname=alice phone=+41 slack=U0ALICE1  uid=123456 note\n"},
 			user: "alice", want: &alice},
 		"a value with '=' and unicode": {data: map[string]string{"erin.epfl.ch": "name=é=1 uid=0 groupName=ラボ gid=000000000000000007"},
 			user: "erin.epfl.ch", want: &Identity{Name: "é=1", UID: 0, GroupName: "ラボ", GID: 7}},
@@ -97,6 +97,45 @@ func TestParse(t *testing.T) {
 				if !strings.Contains(lines[i], want) {
 					t.Errorf("Parse error line %d = %q, want it to contain %q", i, lines[i], want)
 				}
+			}
+		})
+	}
+}
+
+func TestContact(t *testing.T) {
+	cases := map[string]struct {
+		value string
+		want  *Contact // nil: none
+		errs  []string // parts of Parse's error; none: nil
+	}{
+		"none":                          {value: "name=alice uid=1 groupName=g gid=2"},
+		"all three":                     {value: "name=alice uid=1 groupName=g gid=2 email=alice@epfl.ch slack=U024BE7LH mattermost=alice.s", want: &Contact{Email: "alice@epfl.ch", Slack: "U024BE7LH", Mattermost: "alice.s"}},
+		"contact only, no account":      {value: "email=alice@epfl.ch", want: &Contact{Email: "alice@epfl.ch"}, errs: []string{"entry alice: name is missing"}},
+		"a display name is refused":     {value: "email=Alice<alice@epfl.ch>", errs: []string{`email "Alice<alice@epfl.ch>" is not a bare address`}},
+		"two recipients are refused":    {value: "email=a@x.ch,b@y.ch", errs: []string{"is not a bare address"}},
+		"line breaks only separate fields": {value: "email=a@x.ch\r\nBcc:b@y.ch", want: &Contact{Email: "a@x.ch"}},
+		"a mention is not a member ID":  {value: "slack=@alice mattermost=@alice", errs: []string{`slack "@alice" is not a Slack member ID`, `mattermost "@alice" is not a Mattermost username`}},
+		"a channel mention is refused":  {value: "slack=<!channel> mattermost=all", errs: []string{"slack", "mattermost"}},
+		"email twice: not messaged":     {value: "email=a@x.ch email=b@y.ch slack=U1234", want: &Contact{Slack: "U1234"}, errs: []string{"email is given 2 times"}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			d, err := Parse(map[string]string{"alice": tc.value})
+			got, ok := d.Contact("alice")
+			if tc.want == nil {
+				if ok {
+					t.Errorf("Contact = %+v, want none", got)
+				}
+			} else if diff := cmp.Diff(*tc.want, got); diff != "" || !ok {
+				t.Errorf("Contact (-want +got, ok=%v):\n%s", ok, diff)
+			}
+			for _, e := range tc.errs {
+				if err == nil || !strings.Contains(err.Error(), e) {
+					t.Errorf("error %v, want it to say %q", err, e)
+				}
+			}
+			if len(tc.errs) == 0 && err != nil && !strings.Contains(err.Error(), "is missing") {
+				t.Errorf("unexpected error %v", err)
 			}
 		})
 	}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -99,10 +98,18 @@ type Job struct {
 
 	// What the ledger learns from this observation (Ledger.Learn).
 	expectationDone, evictionDone bool
+	// key is Key, set by Observe.
+	key string
 }
 
-// Key is the job's "namespace/name".
-func (v *Job) Key() string { return v.Job.Namespace + "/" + v.Job.Name }
+// Key is the job's "namespace/name" (made once per observation: a decision asks it of every job
+// several times).
+func (v *Job) Key() string {
+	if v.key != "" {
+		return v.key
+	}
+	return v.Job.Namespace + "/" + v.Job.Name
+}
 
 // Eviction stops a job's pod and puts the job back in the queue.
 type Eviction struct {
@@ -176,12 +183,15 @@ func Observe(in Input) *Observation {
 			obs.Cluster.Busy[obs.Cluster.nodeOf(p.Spec.NodeName)] += g
 		}
 	}
-	for _, j := range in.Jobs {
+	// The views in one allocation: a decision observes every job.
+	obs.Views = make([]*Job, 0, len(in.Jobs))
+	views := make([]Job, len(in.Jobs))
+	for i, j := range in.Jobs {
 		cur := &j.Status
 		if in.Status != nil {
 			cur = in.Status(j)
 		}
-		v := obs.observeJob(j, cur, podsOf[j.UID], in.Now)
+		v := obs.observeJob(&views[i], j, cur, podsOf[j.UID], in.Now)
 		obs.observeIdle(v)
 		obs.Views = append(obs.Views, v)
 		obs.ByKey[v.Key()] = v
@@ -191,12 +201,20 @@ func Observe(in Input) *Observation {
 
 // JobOf tells the UID of the CvlabJob that controls a pod, if one does.
 func JobOf(p *corev1.Pod) (types.UID, bool) {
-	ref := metav1.GetControllerOf(p)
-	if ref != nil && ref.Kind == "CvlabJob" && ref.APIVersion == cvlabv1alpha1.GroupVersion.String() {
-		return ref.UID, true
+	// metav1.GetControllerOf without its copy: a decision asks it of every pod.
+	for i := range p.OwnerReferences {
+		if ref := &p.OwnerReferences[i]; ref.Controller != nil && *ref.Controller {
+			if ref.Kind == "CvlabJob" && ref.APIVersion == jobAPIVersion {
+				return ref.UID, true
+			}
+			return "", false
+		}
 	}
 	return "", false
 }
+
+// jobAPIVersion is the CvlabJob's apiVersion, made once.
+var jobAPIVersion = cvlabv1alpha1.GroupVersion.String()
 
 // ObserveNodes reads capacity off the selected nodes.
 func ObserveNodes(nodes []corev1.Node, selector labels.Selector) Cluster {
@@ -249,9 +267,9 @@ func (c *Cluster) stopping(p *corev1.Pod) {
 }
 
 // observeJob derives where a job stands from its status and pods.
-func (obs *Observation) observeJob(job *cvlabv1alpha1.CvlabJob, cur *cvlabv1alpha1.CvlabJobStatus, pods []*corev1.Pod, now time.Time) *Job {
+func (obs *Observation) observeJob(v *Job, job *cvlabv1alpha1.CvlabJob, cur *cvlabv1alpha1.CvlabJobStatus, pods []*corev1.Pod, now time.Time) *Job {
 	l := obs.ledger
-	v := &Job{Job: job, Cur: cur}
+	*v = Job{Job: job, Cur: cur, key: job.Namespace + "/" + job.Name}
 	v.LastAdmission = v.Cur.Admissions
 
 	evictedPod, evicting := l.Evicted[job.UID]
@@ -420,6 +438,7 @@ func (obs *Observation) Snapshot(now time.Time) queue.Snapshot {
 		Now: now, MaxHeadWait: set.MaxHeadWait, Head: l.Head, HeadSince: l.HeadSince,
 		Preemption: set.Preemption, MinRuntime: set.MinRuntime, Capacity: set.GPUCapacity,
 		Reserved: map[string]string{},
+		Jobs:     make([]queue.Job, 0, len(obs.Views)),
 	}
 	if obs.Cluster.NodeAware {
 		s.Nodes = make([]queue.Node, 0, len(obs.Cluster.Nodes))
@@ -447,6 +466,7 @@ func (obs *Observation) Snapshot(now time.Time) queue.Snapshot {
 				s.Reserved[v.Key()] = res.Node
 				j.IdleClaim = res.Idle
 			}
+			j.Reclaimed = reclaimed(v)
 		case cvlabv1alpha1.PhaseAdmitted, cvlabv1alpha1.PhaseRunning:
 			j.State = queue.Holding
 			if v.Phase == cvlabv1alpha1.PhaseRunning && v.Cur.StartTime != nil {
@@ -460,6 +480,14 @@ func (obs *Observation) Snapshot(now time.Time) queue.Snapshot {
 		s.Jobs = append(s.Jobs, j)
 	}
 	return s
+}
+
+// reclaimed tells whether the job's idle GPUs were taken back and it was not admitted since
+// (queue.Job.Reclaimed). Read from typed status, so that a restarted operator and the CLI see it.
+func reclaimed(v *Job) bool {
+	ev := v.Cur.LastEviction
+	return ev != nil && (ev.Reason == cvlabv1alpha1.EvictionIdleReclaimed || ev.Reason == cvlabv1alpha1.EvictionIdleSuspended) &&
+		ev.Admission >= v.LastAdmission
 }
 
 // RequeueAfter is when the loop must run again with no other trigger.

@@ -108,6 +108,9 @@ func Decide(s Snapshot) Decision {
 			wake(at)
 		}
 		e.Reason, e.Wait = p.shortfall(g), p.short(g)
+		if e.Reclaimed && s.Preemption != PreemptNever {
+			e.Reason += "; its idle GPUs were taken back, so it preempts no one until it runs again"
+		}
 		if headIdx >= 0 {
 			continue
 		}
@@ -150,7 +153,12 @@ func Decide(s Snapshot) Decision {
 	return d
 }
 
+// eligible tells whether the Preemption policy lets the waiting job e evict jobs ranked below it
+// (a job whose idle GPUs were taken back never does until it runs again: Job.Reclaimed).
 func eligible(p Policy, e *Entry) bool {
+	if e.Reclaimed {
+		return false
+	}
 	switch p {
 	case PreemptFirstGPU:
 		return e.FirstGPU == 1

@@ -14,6 +14,12 @@ func idle(j Job) Job {
 	return j
 }
 
+// reclaimed marks a waiting job as one whose idle GPUs were taken back, not admitted since.
+func reclaimed(j Job) Job {
+	j.Reclaimed = true
+	return j
+}
+
 func TestDecideIdleVictims(t *testing.T) {
 	const minRun = 10 * time.Minute
 	long, young := ago(time.Hour), ago(time.Minute)
@@ -63,6 +69,27 @@ func TestDecideIdleVictims(t *testing.T) {
 		"no idle job and no eligible preemptor: no wake-up from young jobs": {
 			snap: secondGPU(PreemptFirstGPU, runs("b/1", "bob", 1, 1, "n1", young), runs("b/2", "bob", 1, 2, "n1", young)),
 			want: waits,
+		},
+		"a job whose idle GPUs were taken back does not preempt its preemptor to get them back": {
+			// b/1 (bob's 1st GPU) was reclaimed by a/2 (alice's 2nd), which runs now: by rank
+			// alone, b/1 would evict it once it is old enough, idle again, and be reclaimed again.
+			snap: snap(PreemptFirstGPU, []Node{gpuNode("n1", 1, 0), gpuNode("n2", 1, 0)},
+				runs("a/1", "alice", 1, 0, "n2", long), runs("a/2", "alice", 1, 5, "n1", long),
+				reclaimed(wait("b/1", "bob", 1, 1, 5))),
+			want: nodeOutcome{Waiting: map[string]string{"b/1": "0 GPUs free, needs 1; its idle GPUs were taken back, so it preempts no one until it runs again"},
+				Head: "b/1"},
+		},
+		"a job whose idle GPUs were taken back still evicts idle jobs": {
+			snap: snap(PreemptFirstGPU, []Node{gpuNode("n1", 1, 0), gpuNode("n2", 1, 0)},
+				runs("a/1", "alice", 1, 0, "n2", long), idle(runs("a/2", "alice", 1, 5, "n1", long)),
+				reclaimed(wait("b/1", "bob", 1, 1, 5))),
+			want: evicts("b/1", "a/2"),
+		},
+		"it preempts again by the policy once it ran again": {
+			snap: snap(PreemptFirstGPU, []Node{gpuNode("n1", 1, 0), gpuNode("n2", 1, 0)},
+				runs("a/1", "alice", 1, 0, "n2", long), runs("a/2", "alice", 1, 5, "n1", long),
+				wait("b/1", "bob", 1, 1, 5)),
+			want: evicts("b/1", "a/2"),
 		},
 		"a claim made on idle jobs stands for a job the policy does not let preempt": {
 			snap: func() Snapshot {

@@ -23,8 +23,9 @@
 // MinRuntime); the GPUs they free are reserved for it. Since a victim always ranks below its
 // preemptor, it can never evict the preemptor back: evictions cannot loop. The one exception is a
 // job whose GPUs sat idle (Job.Idle): any waiting job that fits may evict it, whatever the ranks
-// and the policy (but PreemptNever); it is requeued and its measured idleness starts afresh, and
-// its preemptor keeps the GPUs it freed (Job.IdleClaim), so these evictions cannot loop either.
+// and the policy (but PreemptNever); it is requeued and its measured idleness starts afresh, its
+// preemptor keeps the GPUs it freed (Job.IdleClaim), and it preempts no one until it runs again
+// (Job.Reclaimed), so these evictions cannot loop either.
 package queue
 
 import (
@@ -148,6 +149,12 @@ type Job struct {
 	// jobs: it stands whatever the Preemption policy (except PreemptNever), so that the GPUs go
 	// to it and not back to the idle job, which may rank above it.
 	IdleClaim bool
+	// Reclaimed marks a Waiting job whose idle GPUs were taken back (given to a waiting job, or
+	// suspended) and that has not been admitted since: it starts on free GPUs and may evict idle
+	// jobs, but never preempts by the Preemption policy. Otherwise a reclaimed job that ranks
+	// above its preemptor would take the GPUs back once the preemptor ran MinRuntime, idle on
+	// them again and be reclaimed again: a loop that starves the preemptor.
+	Reclaimed bool
 }
 
 // Node is one schedulable GPU node.

@@ -8,7 +8,11 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
+	"github.com/epfl-cvlab/cvlab-queue/internal/validation"
 )
 
 // TestStatusBudget runs the manager with a client budget of 5 requests a second (--kube-api-qps=5
@@ -78,8 +82,12 @@ func TestWebhookHang(t *testing.T) {
 	}))
 	t.Cleanup(hook.Close)
 	t.Cleanup(func() { close(block) })
+	// The notifications' sent record lives in the operator's namespace.
+	if err := e.c.Create(e.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: validation.DefaultNamespace}}); err != nil {
+		t.Fatal(err)
+	}
 	c := e.startChecker(checkerOptions{capacity: -1, policy: queue.PreemptFirstGPU})
-	m := e.startManager("manager", "--notify-webhook="+hook.URL+"/hook")
+	m := e.startManager("manager", "--notify-webhook="+hook.URL+"/hook", "--notify-group-window=1s")
 	l := e.startLoad(c, s+1, envInt("CHAOS_WEBHOOK_JOBS", 40), 16)
 	t.Cleanup(l.halt)
 	<-l.done
@@ -93,6 +101,8 @@ func TestWebhookHang(t *testing.T) {
 	}
 	if preemptions == 0 {
 		t.Errorf("no preemption happened: the webhook was never called")
+	} else if posts.Load() == 0 {
+		t.Errorf("%d preemptions, but the webhook was never called", preemptions)
 	}
 	stopped, err := m.term(30 * time.Second)
 	if err != nil {

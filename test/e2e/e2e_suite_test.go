@@ -42,6 +42,7 @@ var (
 	root       string // the repository
 	stateDir   string // LOCAL_DIR of the suite's cluster
 	fakeDCGM   string // the fake dcgm-exporter's /metrics URL
+	mailInbox  string // the mail catcher's web inbox (JSON at /api/messages)
 	kubectlBin string
 	kubeconfig string
 	k8s        client.Client
@@ -67,8 +68,9 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	kubeconfig = filepath.Join(stateDir, "kubeconfig")
 
-	ports := freePorts(8)
+	ports := freePorts(10)
 	fakeDCGM = "http://127.0.0.1:" + ports[7] + "/metrics"
+	mailInbox = "http://127.0.0.1:" + ports[9]
 	env := append(os.Environ(),
 		"LOCAL_DIR="+stateDir,
 		"NODES="+strconv.Itoa(nodes), "GPUS_PER_NODE="+strconv.Itoa(gpusPerNode), "NODE_FILE=", "GPU_CAPACITY=",
@@ -76,7 +78,7 @@ var _ = BeforeSuite(func() {
 		"MANAGER_ARGS=--min-runtime=0s",
 		"API_PORT="+ports[0], "ETCD_PORT="+ports[1], "ETCD_PEER_PORT="+ports[2],
 		"SCHEDULER_PORT="+ports[3], "CONTROLLER_MANAGER_PORT="+ports[4], "MANAGER_PROBE_PORT="+ports[5],
-		"DASHBOARD_PORT="+ports[6], "FAKE_DCGM_PORT="+ports[7],
+		"DASHBOARD_PORT="+ports[6], "FAKE_DCGM_PORT="+ports[7], "MAIL_SMTP_PORT="+ports[8], "MAIL_WEB_PORT="+ports[9],
 		// Should this process die without running the cleanup, the cluster stops on its own.
 		"STOP_WITH_PID="+strconv.Itoa(os.Getpid()),
 	)

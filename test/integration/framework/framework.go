@@ -191,6 +191,12 @@ func (f *Framework) StartManager(opts controllers.Options, metricsAddr ...string
 	if len(metricsAddr) > 0 {
 		bind = metricsAddr[0]
 	}
+	return f.StartManagerWith(opts, bind, nil)
+}
+
+// StartManagerWith is StartManager with setup, if not nil, called on the manager before the queue
+// is set up (to add runnables and fill opts, as cmd/main.go does); bind is the metrics address.
+func (f *Framework) StartManagerWith(opts controllers.Options, bind string, setup func(ctrl.Manager, *controllers.Options)) (stop func()) {
 	mgr, err := ctrl.NewManager(f.Config, ctrl.Options{
 		Scheme:                 Scheme,
 		Metrics:                metricsserver.Options{BindAddress: bind},
@@ -200,6 +206,9 @@ func (f *Framework) StartManager(opts controllers.Options, metricsAddr ...string
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	Expect(err).NotTo(HaveOccurred())
+	if setup != nil {
+		setup(mgr, &opts)
+	}
 	r := controllers.NewQueueReconciler(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetEventRecorder("cvlab-queue"), opts)
 	Expect(r.SetupWithManager(mgr)).To(Succeed())
 	ctx, cancel := context.WithCancel(context.Background())

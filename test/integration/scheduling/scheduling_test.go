@@ -2,10 +2,7 @@ package scheduling_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -23,7 +20,6 @@ import (
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/controllers"
-	"github.com/epfl-cvlab/cvlab-queue/internal/notify"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 	"github.com/epfl-cvlab/cvlab-queue/test/integration/framework"
 )
@@ -242,19 +238,7 @@ var _ = Describe("Capacity from nodes, placement and preemption", func() {
 		)
 
 		It("tells the owner, requeues the victim with its rank, and gives the freed GPUs to the preemptor", func() {
-			got := make(chan notify.Preemption, 4)
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				var p notify.Preemption
-				Expect(json.NewDecoder(r.Body).Decode(&p)).To(Succeed())
-				got <- p
-			}))
-			DeferCleanup(srv.Close)
-			hook := notify.NewWebhook(srv.URL, GinkgoLogr)
-			hookCtx, cancel := context.WithCancel(ctx)
-			DeferCleanup(cancel)
-			go func() { _ = hook.Start(hookCtx) }()
-
-			start(controllers.Options{Notifier: hook})
+			start(controllers.Options{})
 			fill()
 			victim := podOf("bob-3")
 			Expect(job("bob-3")()).To(PointTo(MatchFields(IgnoreExtras, Fields{"Status": MatchFields(IgnoreExtras, Fields{"Rank": PointTo(Equal(int32(4)))})})))
@@ -288,13 +272,10 @@ var _ = Describe("Capacity from nodes, placement and preemption", func() {
 				return notes
 			}, timeout).Should(ContainElement(want))
 
-			By("a webhook POST with a Slack text and structured fields")
-			var p notify.Preemption
-			Eventually(got, timeout).Should(Receive(&p))
-			Expect(p.Text).To(Equal(fmt.Sprintf("bob: your job %s/bob-3 was %s", ns, want)))
-			Expect(p.Victim).To(Equal(notify.JobRef{Namespace: ns, Name: "bob-3", User: "bob", UserGPUs: "3"}))
-			Expect(p.Preemptor).To(Equal(notify.JobRef{Namespace: ns, Name: "carol-1", User: "carol", UserGPUs: "1"}))
-			Expect(p.Node).To(Equal(nodeName("n")))
+			By("the eviction in typed status: why, for whom, where (the owner's notification is rendered from it)")
+			Expect(j.Status.LastEviction).To(PointTo(MatchFields(IgnoreExtras, Fields{
+				"Reason": Equal(cvlabv1alpha1.EvictionPreempted), "Preemptor": Equal(ns + "/carol-1"), "PreemptorUser": Equal("carol"),
+				"Node": Equal(nodeName("n")), "Admission": Equal(int32(1))})))
 
 			By("the pod stops with its grace period; its GPU is reserved for the preemptor meanwhile")
 			var stopping corev1.Pod

@@ -3,7 +3,9 @@ package security_test
 import (
 	"context"
 	"strings"
+	"time"
 
+	"github.com/epfl-cvlab/cvlab-queue/internal/notify"
 	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/validation"
 	. "github.com/onsi/ginkgo/v2"
@@ -11,6 +13,8 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apiserver/pkg/admission/plugin/policy/validating"
 	"k8s.io/apiserver/pkg/cel/openapi/resolver"
 	"k8s.io/client-go/discovery"
@@ -148,5 +152,38 @@ var _ = Describe("the operator's published settings", func() {
 		Expect(can(ctx, as(alice), "delete", "configmaps", operatorNS, observe.PublishedName)).To(BeFalse())
 		Expect(can(ctx, as(alice), "get", "configmaps", operatorNS, validation.ParamsName)).To(BeFalse())
 		Expect(can(ctx, as(alice), "list", "configmaps", operatorNS)).To(BeFalse())
+	})
+})
+
+var _ = Describe("the notifications' record and credentials", func() {
+	It("are the manager's alone: it keeps its record and reads its one Secret with its shipped role; lab members read neither", func(ctx SpecContext) {
+		operator := as(person{operatorUser, []string{"system:serviceaccounts", "system:serviceaccounts:" + operatorNS}})
+		By("the record of what was sent, created, read and written by the manager")
+		store := &notify.ConfigMapStore{Client: operator, Namespace: operatorNS}
+		first, err := store.Load(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(first.Since.IsZero()).To(BeFalse())
+		Expect(store.Record(ctx, []string{"uid-1.Failed.final"}, time.Now())).To(Succeed())
+		again, err := store.Load(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(again.Sent).To(HaveKey("uid-1.Failed.final"))
+		Expect(again.Since.Equal(first.Since)).To(BeTrue())
+
+		By("its credentials: that one Secret, no other")
+		for _, name := range []string{"cvlab-queue-notify", "someone-elses"} {
+			create(ctx, admin, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: operatorNS, Name: name},
+				StringData: map[string]string{"password": "hunter2"}})
+		}
+		var s corev1.Secret
+		Expect(operator.Get(ctx, client.ObjectKey{Namespace: operatorNS, Name: "cvlab-queue-notify"}, &s)).To(Succeed())
+		Expect(string(s.Data["password"])).To(Equal("hunter2"))
+		err = operator.Get(ctx, client.ObjectKey{Namespace: operatorNS, Name: "someone-elses"}, &s)
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
+		Expect(can(ctx, operator, "list", "secrets", operatorNS)).To(BeFalse())
+		Expect(can(ctx, operator, "update", "secrets", operatorNS, "cvlab-queue-notify")).To(BeFalse())
+
+		By("alice reads neither")
+		Expect(can(ctx, as(alice), "get", "secrets", operatorNS, "cvlab-queue-notify")).To(BeFalse())
+		Expect(can(ctx, as(alice), "get", "configmaps", operatorNS, notify.DefaultStoreName)).To(BeFalse())
 	})
 })

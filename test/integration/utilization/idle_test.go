@@ -2,6 +2,9 @@ package utilization_test
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"time"
 
@@ -13,10 +16,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	clocktesting "k8s.io/utils/clock/testing"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/controllers"
+	"github.com/epfl-cvlab/cvlab-queue/internal/notify"
 	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 	"github.com/epfl-cvlab/cvlab-queue/internal/utilization"
@@ -72,13 +77,47 @@ var _ = Describe("GPU utilisation and the idle policy", func() {
 		clk  *clocktesting.FakeClock
 		src  *fakeSource
 	)
+	// The lab's webhook (notifications): the JSON bodies it received.
+	var (
+		hookMu sync.Mutex
+		hooked []notify.WebhookBody
+	)
+	hook := func(job string) []notify.WebhookBody {
+		hookMu.Lock()
+		defer hookMu.Unlock()
+		var out []notify.WebhookBody
+		for _, b := range hooked {
+			if b.Job.Namespace == ns && b.Job.Name == job {
+				out = append(out, b)
+			}
+		}
+		return out
+	}
 	start := func(action observe.IdleAction) {
 		clk = clocktesting.NewFakeClock(time.Now())
 		src = &fakeSource{clk: clk, util: map[utilization.PodKey]float64{}}
-		stop = fw.StartManager(controllers.Options{
+		srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+			var b notify.WebhookBody
+			Expect(json.NewDecoder(r.Body).Decode(&b)).To(Succeed())
+			hookMu.Lock()
+			hooked = append(hooked, b)
+			hookMu.Unlock()
+		}))
+		DeferCleanup(srv.Close)
+		opNS := fw.NewNamespace(ctx)
+		// Notifications on the real clock (the queue's is fake: the tests step it), to the lab's
+		// webhook only; the idle policy's settings say what happens next.
+		set := observe.IdleSettings{Threshold: 5, After: 5 * time.Minute, Grace: 3 * time.Minute, Action: action, Interval: interval}
+		stop = fw.StartManagerWith(controllers.Options{
 			GPUCapacity: -1, MaxHeadWait: 30 * time.Minute, Preemption: queue.PreemptFirstGPU, MinRuntime: time.Hour,
-			Idle:        observe.IdleSettings{Threshold: 5, After: 5 * time.Minute, Grace: 3 * time.Minute, Action: action, Interval: interval},
+			Idle:        set,
 			Utilization: src, Clock: clk,
+		}, "0", func(mgr ctrl.Manager, opts *controllers.Options) {
+			n, err := controllers.SetupNotifications(mgr, opNS, notify.Config{WebhookURL: srv.URL, GroupWindow: 100 * time.Millisecond, Log: GinkgoLogr},
+				notify.DueSettings{Defaults: notify.Kinds, MaxAge: time.Hour, IdleThreshold: set.Threshold, IdleAction: string(set.Action),
+					IdleAfter: set.After, IdleGrace: set.Grace})
+			Expect(err).NotTo(HaveOccurred())
+			opts.Notifications = n
 		})
 	}
 	// tick lets one measuring interval pass, and waits for its round to be measured and decided.
@@ -164,6 +203,14 @@ var _ = Describe("GPU utilisation and the idle policy", func() {
 			"Status": Equal(metav1.ConditionTrue), "Reason": Equal(cvlabv1alpha1.ReasonIdle)})))
 		Eventually(events("bob-1", cvlabv1alpha1.EventGPUIdle), timeout).Should(Equal(1))
 		Consistently(func() cvlabv1alpha1.JobPhase { return get("bob-1").Status.Phase }, time.Second).Should(Equal(cvlabv1alpha1.PhaseRunning))
+		By("its owner is told: since when, what happens when")
+		idleSince := get("bob-1").Status.IdleSince.Time
+		Eventually(func() []notify.WebhookBody { return hook("bob-1") }, timeout).Should(HaveLen(1))
+		told := hook("bob-1")[0]
+		Expect(told.Kind).To(Equal(notify.KindGPUIdle))
+		Expect(told.IdleSince.Equal(idleSince)).To(BeTrue())
+		Expect(told.NextAction).To(Equal("Reclaim"))
+		Expect(told.NextAt.Equal(idleSince.Add(8 * time.Minute))).To(BeTrue(), "reclaimable after --idle-after and --idle-grace")
 
 		tick(3) // and for --idle-grace: reclaimable; alice-2 evicts it
 		Eventually(func(g Gomega) {
@@ -178,6 +225,12 @@ var _ = Describe("GPU utilisation and the idle policy", func() {
 		}, timeout).Should(Succeed())
 		Eventually(events("bob-1", cvlabv1alpha1.EventGPUReclaimed), timeout).Should(Equal(1))
 		Expect(events("bob-1", cvlabv1alpha1.EventGPUIdle)()).To(Equal(1), "one warning per idle period")
+		By("its owner is told its GPUs were taken back, and by whom")
+		Eventually(func() []notify.WebhookBody { return hook("bob-1") }, timeout).Should(HaveLen(2))
+		told = hook("bob-1")[1]
+		Expect(told.Kind).To(Equal(notify.KindPreempted))
+		Expect(told.Reason).To(Equal(string(cvlabv1alpha1.EvictionIdleReclaimed)))
+		Expect(told.Preemptor).To(PointTo(MatchFields(IgnoreExtras, Fields{"Namespace": Equal(ns), "Name": Equal("alice-2"), "User": Equal("alice")})))
 		// Its pod goes; the GPU goes to alice-2, not back to bob-1, which ranks above it.
 		fw.FinishDeletion(ctx, ns, bobPod)
 		Eventually(func() cvlabv1alpha1.JobPhase { return get("alice-2").Status.Phase }, timeout).Should(Equal(cvlabv1alpha1.PhaseAdmitted))

@@ -1,4 +1,4 @@
-package controllers
+package lifecycle_test
 
 import (
 	"slices"
@@ -12,14 +12,16 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/controllers"
+	"github.com/epfl-cvlab/cvlab-queue/internal/lifecycle"
 	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 )
 
-// TestPlanActions: observe → decide → plan on plain values, with the operator's own pods
+// TestPlan: observe → decide → plan on plain values, with the operator's own pods
 // (BuildPod), no API server. The plan is what the loop then does: evictions (with the sentence the
 // owner is told), other deletions, and pod creations on their nodes.
-func TestPlanActions(t *testing.T) {
+func TestPlan(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
 	now := t0.Add(time.Hour)
 	job := func(name, user string, gpus int32, created time.Duration, status cvlabv1alpha1.JobPhase) *cvlabv1alpha1.CvlabJob {
@@ -36,20 +38,20 @@ func TestPlanActions(t *testing.T) {
 		return j
 	}
 	running := func(j *cvlabv1alpha1.CvlabJob) corev1.Pod {
-		p := BuildPod(j, 1, "n1", "n1")
+		p := controllers.BuildPod(j, 1, "n1", "n1")
 		p.Spec.NodeName = "n1"
 		p.Status.Phase = corev1.PodRunning
 		return *p
 	}
 	node := corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{
-		Allocatable: corev1.ResourceList{ResourceGPU: resource.MustParse("4")},
+		Allocatable: corev1.ResourceList{controllers.ResourceGPU: resource.MustParse("4")},
 		Conditions:  []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}}
 
 	// bob's 3rd and 4th GPUs run; alice's 1st waits: she preempts his lowest-ranked job.
 	bob1, bob2 := job("bob-1", "bob", 2, 0, cvlabv1alpha1.PhaseRunning), job("bob-2", "bob", 2, time.Minute, cvlabv1alpha1.PhaseRunning)
 	alice := job("alice", "alice", 2, 2*time.Minute, cvlabv1alpha1.PhaseQueued)
 	cpu := job("cpu", "carol", 0, 3*time.Minute, "")
-	orphan := BuildPod(job("gone", "dave", 1, 0, ""), 1, "n1", "n1")
+	orphan := controllers.BuildPod(job("gone", "dave", 1, 0, ""), 1, "n1", "n1")
 
 	type want struct {
 		Evict    []string // job: event reason: message
@@ -99,18 +101,18 @@ func TestPlanActions(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			obs := observe.Observe(observe.Input{Jobs: tc.jobs, Pods: tc.pods, Nodes: []corev1.Node{node},
 				Settings: tc.settings, Ledger: observe.NewLedger(), Now: now})
-			p := planActions(obs, queue.Decide(obs.Snapshot(now)))
+			p := lifecycle.Plan(obs, queue.Decide(obs.Snapshot(now)))
 			var got want
-			for _, ev := range p.evictions {
+			for _, ev := range p.Evictions {
 				got.Evict = append(got.Evict, ev.View.Job.Name+": "+ev.Reason+": "+ev.Message)
 			}
-			for _, pod := range p.deletions {
+			for _, pod := range p.Deletions {
 				got.Delete = append(got.Delete, pod.Name)
 			}
-			for _, c := range p.creations {
-				got.Create = append(got.Create, c.v.Job.Name+"@"+c.node)
+			for _, c := range p.Creations {
+				got.Create = append(got.Create, c.View.Job.Name+"@"+c.Node)
 			}
-			for _, u := range p.unfinished {
+			for _, u := range p.Unfinished {
 				got.Unfinish = append(got.Unfinish, u.Pod.Name)
 			}
 			slices.Sort(got.Create)

@@ -1,4 +1,4 @@
-package controllers
+package lifecycle
 
 import (
 	"testing"
@@ -75,7 +75,7 @@ func TestRecordUtilization(t *testing.T) {
 				st.IdleSince = &metav1.Time{Time: *tc.since}
 			}
 			if tc.cond != "" {
-				setGPUIdle(st, true, tc.cond, "idle", 1, metav1.Time{Time: t0})
+				SetGPUIdle(st, true, tc.cond, "idle", 1, metav1.Time{Time: t0})
 			}
 			v := &observe.Job{Job: &cvlabv1alpha1.CvlabJob{}, Live: &corev1.Pod{}, GPU: tc.gpu}
 			recordUtilization(st, v, 1, tc.now)
