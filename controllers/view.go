@@ -9,6 +9,7 @@ import (
 	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
+	"github.com/epfl-cvlab/cvlab-queue/internal/simulate"
 )
 
 // status is the job's status after this decision: what is being written, what was written, or
@@ -116,6 +117,7 @@ func (r *QueueReconciler) publish(obs *observe.Observation, d queue.Decision, s 
 	snap.Free = max(snap.Capacity-snap.Foreign-snap.Used, 0)
 	snap.SummarizeUtilization()
 	snap.Preemptions = slices.Clone(r.recentPreemptions)
+	snap.Estimate = estimates(simulate.Live{Observation: obs, Snapshot: s, Settings: r.opts.Settings()})
 
 	// Metrics.
 	metricCapacity.Set(float64(snap.Capacity))
@@ -139,6 +141,22 @@ func (r *QueueReconciler) publish(obs *observe.Observation, d queue.Decision, s 
 
 	if r.opts.View != nil {
 		r.opts.View.Publish(snap)
+	}
+}
+
+// estimates returns the waiting jobs' estimated starts, computed when the dashboard asks for
+// them (simulate.Predict runs the loop forward), never in the decision: nil when they cannot be.
+func estimates(l simulate.Live) func() map[string]queueview.Estimate {
+	return func() map[string]queueview.Estimate {
+		p, err := simulate.Predict(l)
+		if err != nil {
+			return nil
+		}
+		out := make(map[string]queueview.Estimate, len(p.Starts))
+		for k, e := range p.Starts {
+			out[k] = queueview.Estimate{At: e.At, Unknown: e.Unknown}
+		}
+		return out
 	}
 }
 

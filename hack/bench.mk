@@ -21,12 +21,17 @@ KUEUE_VERSION ?= v0.17.0
 KUEUE_BIN ?= $(LOCALBIN)/kueue/$(KUEUE_VERSION)/kueue
 
 .PHONY: bench
-bench: bench-engine bench-e2e ## Engine micro-benchmarks, then the end-to-end benchmark (BENCH_JOBS=1000,5000,20000).
+bench: bench-engine bench-simulate bench-e2e ## Engine micro-benchmarks, the simulator, then the end-to-end benchmark (BENCH_JOBS=1000,5000,20000).
 
 .PHONY: bench-engine
 bench-engine: ## The engine's micro-benchmarks (1k/10k/100k jobs, one job arriving or finishing), into $(BENCH_OUT)/engine.txt.
 	@mkdir -p $(BENCH_OUT)
 	go test -run '^$$' -bench . -benchmem -count $(BENCH_ENGINE_COUNT) ./internal/queue/ | tee $(BENCH_OUT)/engine.txt
+
+.PHONY: bench-simulate
+bench-simulate: ## The simulator: a generated month of a 30-GPU, 25-person lab (~20k jobs); a 330-job prediction. Into $(BENCH_OUT)/simulate.txt.
+	@mkdir -p $(BENCH_OUT)
+	go test -run '^$$' -bench 'SimulateLab30Days|Predict300' -benchmem -count 3 ./internal/simulate/ | tee $(BENCH_OUT)/simulate.txt
 
 .PHONY: bench-manager
 bench-manager:

@@ -29,6 +29,7 @@ import (
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/controllers"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
+	"github.com/epfl-cvlab/cvlab-queue/internal/simulate"
 	"github.com/epfl-cvlab/cvlab-queue/internal/validation"
 	"github.com/epfl-cvlab/cvlab-queue/test/integration/framework"
 )
@@ -328,9 +329,31 @@ clusterUser: {name: alice, uid: 123456, groupName: cvlab, gid: 11166}
 		Expect(out).To(ContainSubstring("It ranks beyond the capacity cut: with the jobs ranked above it, 8 GPUs are wanted and the queue can hold 6."))
 		Expect(out).NotTo(ContainSubstring("Note:"))
 		out = ok("why", "alice-d", "--preemption=Never")
-		Expect(out).To(ContainSubstring("when " + ns + "/alice-a reaches its timeout"))
+		// alice-a (2h timeout, the only job with one) makes room when it ends.
+		Expect(out).To(ContainSubstring("Estimated start: in about 2h ("))
 		Expect(out).To(ContainSubstring("Note: the config's cluster section or flags override the operator's published settings: using " +
 			"--preemption=Never --min-runtime=15m --max-head-wait=30m (the operator runs --preemption=FirstGPU --min-runtime=15m --max-head-wait=30m)"))
+	})
+
+	It("simulates from the cluster's queue, under the operator's published settings", func() {
+		r := cvlab("simulate", "--from-cluster", "-o", "json")
+		Expect(r.code).To(Equal(0), r.err)
+		var results []simulate.Result
+		Expect(json.Unmarshal([]byte(r.out), &results)).To(Succeed(), r.out)
+		Expect(results).To(HaveLen(1))
+		Expect(results[0].Settings).To(HaveKeyWithValue("min-runtime", "15m0s")) // the operator's, as it publishes it
+		starts := map[string]*time.Time{}
+		for _, o := range results[0].Jobs {
+			if o.Namespace == ns {
+				starts[o.Name] = o.Start
+			}
+		}
+		Expect(starts).To(HaveLen(5))
+		// carol-c (1st GPU) evicts alice-a once it has run --min-runtime, and starts once its
+		// pod is gone (its grace period), as why estimates it.
+		alice, err := job("alice-a")()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(starts["carol-c"]).To(HaveValue(BeTemporally("~", alice.Status.StartTime.Add(15*time.Minute+60*time.Second), time.Second)))
 	})
 
 	It("decides with the operator's published settings: with an empty config, why says what the operator wrote in status", func() {

@@ -109,7 +109,8 @@ are the operator's.`,
 	})
 
 	cmd.AddCommand(r.submitCommand(), r.queueCommand(), r.whyCommand(), r.cancelCommand(), r.logsCommand(), r.topCommand(),
-		r.shellCommand(), r.portForwardCommand()) // connect.go
+		r.shellCommand(), r.portForwardCommand(), // connect.go
+		r.simulateCommand()) // simulate.go
 	return cmd
 }
 
@@ -526,8 +527,9 @@ func (r *root) whyCommand() *cobra.Command {
 		Short: "Explain where a job stands: its rank, the GPUs it waits for, what would let it start",
 		Long: `Explain a job from the operator's engine: its rank and the part of the rule that put it there, the
 GPUs free against those it needs and on which node it could fit, what would let it start (GPUs
-freed, a smaller size), whether it may preempt and whom, and an estimated start from the running
-jobs' timeouts. For running, finished or suspended jobs, it says so.
+freed, a smaller size), whether it may preempt and whom, and an estimated start: the operator's loop
+run forward with jobs ending at their timeout or expected runtime (annotation
+cvlab.epfl.ch/expected-runtime). For running, finished or suspended jobs, it says so.
 
 It decides with the settings the operator publishes (ConfigMap ` + observe.PublishedName + ` in
 --operator-namespace), which the config file's cluster section and the flags override (what-if:

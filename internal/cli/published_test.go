@@ -74,7 +74,7 @@ func TestPublishedSettings(t *testing.T) {
 		"the published settings, with an empty config": {
 			objs: []client.Object{publishedConfigMap(sysNS, observe.Published{Settings: never})}, want: never,
 			lines: []string{"Preemption (--preemption=Never): the cluster never evicts running jobs.",
-				"Estimated start: 10:59 (in 1h59m), when lab/alice-a reaches its timeout"}},
+				"Estimated start: in about 1h59m (10:59)"}},
 		"the config's cluster section overrides them, and says so": {
 			objs:   []client.Object{publishedConfigMap(sysNS, observe.Published{Settings: never})},
 			config: ClusterConfig{Preemption: "FirstGPU"},

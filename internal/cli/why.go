@@ -12,6 +12,7 @@ import (
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
+	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
 )
 
 // Explain says in plain sentences where a job stands and why, from the engine: its rank and the
@@ -178,11 +179,11 @@ func (x *explainer) waiting(e *queue.Entry) {
 		x.ahead(e)
 		x.letItStart(e)
 		x.preemption(e)
-		x.estimate(e)
+		x.estimate()
 		return
 	case e.Wait == queue.BackingOff:
 		x.line("Why it waits: its last start failed (see its events); the operator tries again at %s.", when(e.NotBefore, v.Now))
-		x.estimate(e)
+		x.estimate()
 		return
 	case preemptionOf(v.Decision, x.key) != nil:
 		pr := preemptionOf(v.Decision, x.key)
@@ -208,7 +209,7 @@ func (x *explainer) waiting(e *queue.Entry) {
 	x.ahead(e)
 	x.letItStart(e)
 	x.preemption(e)
-	x.estimate(e)
+	x.estimate()
 }
 
 func onNode(n string) string {
@@ -429,7 +430,7 @@ func (x *explainer) preemption(e *queue.Entry) {
 		x.line(head+"it cannot evict anyone: only a job on its user's 1st GPU may, and this one is on %s %s.", x.owner, gpuOrdinals(e.FirstGPU, e.LastGPU))
 		return
 	}
-	step, ok := simulate(v, false, func(s simStep) bool {
+	step, ok := simulate(v, func(s simStep) bool {
 		return preemptionOf(s.Decision, x.key) != nil || entryOf(s.Decision, x.key).Admit
 	})
 	if ok {
@@ -484,40 +485,42 @@ func preemptionOf(d queue.Decision, key string) *queue.Preemption {
 	return nil
 }
 
-// estimate runs the engine forward over the running jobs' timeouts (and the times at which the
-// decision changes by itself) until the job starts.
-func (x *explainer) estimate(e *queue.Entry) {
+// estimate says when the job should start (Predict): the operator's decision loop run forward
+// with the running jobs ending at their timeout or expected runtime, and no new job.
+func (x *explainer) estimate() {
 	v := x.v
-	var forever []string
-	for _, o := range v.Decision.Order {
-		if _, ok := v.Timeouts[o.Key]; o.State == queue.Holding && !ok {
-			forever = append(forever, o.Key)
-		}
-	}
-	caveat := "if no job ranked above it arrives"
-	if len(forever) > 0 {
-		caveat += fmt.Sprintf(" and the running jobs without a timeout (%s) keep running", names(forever, 3))
-	}
-	step, ok := simulate(v, true, func(s simStep) bool {
-		return preemptionOf(s.Decision, x.key) != nil || entryOf(s.Decision, x.key).Admit
-	})
-	if !ok {
-		if len(forever) > 0 {
-			x.line("Estimated start: unknown: the jobs that would make room have no timeout (%s).", names(forever, 3))
-		} else {
-			x.line("Estimated start: unknown: even when every running job has ended, it would not start.")
-		}
+	p, err := Predict(v)
+	est, ok := p.Starts[x.key]
+	switch {
+	case err != nil:
+		x.line("Estimated start: unknown: %s.", err)
+		return
+	case !ok:
+		return
+	case est.At.IsZero():
+		x.line("Estimated start: unknown: %s.", est.Unknown)
 		return
 	}
-	how := ""
-	if len(step.Events) > 0 {
-		how = ", when " + names(step.Events, 3)
+	caveat := queueview.EstimateAssumption
+	// The jobs without an end that hold GPUs before it starts.
+	var forever []string
+	for k, start := range p.Forever {
+		if k != x.key && start.Before(est.At) {
+			forever = append(forever, k)
+		}
 	}
-	if pr := preemptionOf(step.Decision, x.key); pr != nil {
-		how += ", by evicting " + strings.Join(pr.Victims, ", ")
-		caveat = "if no job ranked above it arrives"
+	slices.Sort(forever)
+	if len(forever) > 0 {
+		caveat = fmt.Sprintf("%s; %s without a timeout %s assumed to run forever", caveat, names(forever, 3), pluralWord(len(forever), "is", "are"))
 	}
-	x.line("Estimated start: %s%s, %s.", when(step.At, v.Now), how, caveat)
+	if d := est.At.Sub(v.Now); d > 0 {
+		x.line("Estimated start: in about %s (%s), %s.", shortDuration(max(d.Round(time.Minute), time.Minute)), clock(est.At, v.Now), caveat)
+	} else {
+		x.line("Estimated start: now, %s.", caveat)
+	}
+	for _, n := range p.Notes[:min(len(p.Notes), 3)] {
+		x.line("  Note: %s", n)
+	}
 }
 
 // holding explains an admitted or running job.
@@ -565,7 +568,7 @@ func (x *explainer) holding(e *queue.Entry) {
 		x.line("Preemption (--preemption=Never): it is never evicted.")
 		return
 	}
-	step, ok := simulate(v, false, func(s simStep) bool { return victimOf(s.Decision, x.key) != nil })
+	step, ok := simulate(v, func(s simStep) bool { return victimOf(s.Decision, x.key) != nil })
 	if !ok {
 		x.line("Preemption (--preemption=%s): no waiting job may evict it now.", v.Settings.Preemption.String())
 		return
@@ -592,42 +595,17 @@ func victimOf(d queue.Decision, key string) *queue.Preemption {
 type simStep struct {
 	At       time.Time
 	Decision queue.Decision
-	// Events are what happened at At before this decision: jobs reaching their timeout, other
-	// jobs' evictions.
-	Events []string
 }
 
-// simulate runs the engine forward in time from the view, with no new job: admitted jobs start at
-// once, evicted jobs wait again, and with ends running jobs end at their timeout. It stops at the
-// first decision for which stop is true, and gives up when the decision can no longer change.
-func simulate(v *View, ends bool, stop func(simStep) bool) (simStep, bool) {
+// simulate runs the engine forward in time from the view, with no new job and no job ending:
+// admitted jobs start at once, evicted jobs wait again. It stops at the first decision for which
+// stop is true, and gives up when the decision can no longer change. (Estimated starts, which
+// need jobs to end, run the operator's whole loop: Predict.)
+func simulate(v *View, stop func(simStep) bool) (simStep, bool) {
 	s := cloneSnapshot(v.Snapshot)
-	end := map[string]time.Time{}
-	if ends {
-		for _, j := range s.Jobs {
-			if t, ok := v.Timeouts[j.Key]; ok && j.State == queue.Holding {
-				start := j.Started
-				if start.IsZero() {
-					start = s.Now
-				}
-				end[j.Key] = start.Add(t)
-			}
-		}
-	}
-	var events []string
 	for range 500 {
-		jobs := s.Jobs[:0:0]
-		for _, j := range s.Jobs {
-			if t, ok := end[j.Key]; ok && !t.After(s.Now) {
-				events = append(events, j.Key+" reaches its timeout")
-				delete(end, j.Key)
-				continue
-			}
-			jobs = append(jobs, j)
-		}
-		s.Jobs = jobs
 		d := queue.Decide(cloneSnapshot(s))
-		if step := (simStep{At: s.Now, Decision: d, Events: events}); stop(step) {
+		if step := (simStep{At: s.Now, Decision: d}); stop(step) {
 			return step, true
 		}
 		idx := make(map[string]int, len(s.Jobs))
@@ -639,18 +617,13 @@ func simulate(v *View, ends bool, stop func(simStep) bool) (simStep, bool) {
 			if o.Admit {
 				j := &s.Jobs[idx[o.Key]]
 				j.State, j.Node, j.Started = queue.Holding, o.Node, s.Now
-				if t, ok := v.Timeouts[o.Key]; ok && ends {
-					end[o.Key] = s.Now.Add(t)
-				}
 				changed = true
 			}
 		}
 		for _, pr := range d.Preemptions {
-			events = append(events, pr.Preemptor+" evicts "+strings.Join(pr.Victims, ", "))
 			for _, k := range pr.Victims {
 				j := &s.Jobs[idx[k]]
 				j.State, j.Node, j.Started = queue.Waiting, "", time.Time{}
-				delete(end, k)
 				changed = true
 			}
 		}
@@ -658,19 +631,10 @@ func simulate(v *View, ends bool, stop func(simStep) bool) (simStep, bool) {
 		if changed {
 			continue // decide again at the same time
 		}
-		var next time.Time
-		for _, t := range end {
-			if t.After(s.Now) && (next.IsZero() || t.Before(next)) {
-				next = t
-			}
-		}
-		if w := d.Wakeup; w.After(s.Now) && (next.IsZero() || w.Before(next)) {
-			next = w
-		}
-		if next.IsZero() {
+		if !d.Wakeup.After(s.Now) {
 			return simStep{}, false
 		}
-		s.Now, events = next, nil
+		s.Now = d.Wakeup
 	}
 	return simStep{}, false
 }

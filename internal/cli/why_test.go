@@ -24,7 +24,7 @@ Why it waits: 0 GPUs free, needs 1.
 What would let it start:
   - 1 more GPU free on one node (n1 or n2).
 Preemption (--preemption=FirstGPU): it may evict lab/alice-a (rank 4, alice's 1st-4th GPUs) on node n1 at 09:09 (in 9m), once that job has run --min-runtime (10m).
-Estimated start: 09:09 (in 9m), by evicting lab/alice-a, if no job ranked above it arrives.
+Estimated start: in about 10m (09:10), if running jobs use their full timeout (or the expected runtime their owner gave) and no job ranked above it arrives: an estimate, not a promise; lab/bob-b without a timeout is assumed to run forever.
 Operator's status: waiting: 0 GPUs free, needs 1
 `},
 		"alice's 5th-6th GPUs, asked by bob": {key: "lab/alice-d", me: "bob", want: `lab/alice-d (alice, 2 GPUs, priority 0) is waiting: position 3 of 3 in the queue.
@@ -38,7 +38,7 @@ What would let it start:
   - 4 more GPUs free on one node (n1): the jobs ranked above it that fit take the first ones.
   - with fewer GPUs it would not start now either.
 Preemption (--preemption=FirstGPU): it cannot evict anyone: only a job on its user's 1st GPU may, and this one is on alice's 5th-6th GPUs.
-Estimated start: 09:09 (in 9m), when lab/carol-c evicts lab/alice-a, if no job ranked above it arrives and the running jobs without a timeout (lab/bob-b) keep running.
+Estimated start: in about 10m (09:10), if running jobs use their full timeout (or the expected runtime their owner gave) and no job ranked above it arrives: an estimate, not a promise; lab/bob-b without a timeout is assumed to run forever.
 Operator's status: waiting: 0 GPUs free, needs 2
 `},
 	}
@@ -63,11 +63,11 @@ func TestExplain(t *testing.T) {
 		"5th-6th GPUs behind others": {
 			"Rank 5 of 5: it is on your 5th-6th GPUs",
 			"it cannot evict anyone: only a job on its user's 1st GPU may, and this one is on your 5th-6th GPUs.",
-			"Estimated start: 09:09 (in 9m), when lab/carol-c evicts lab/alice-a",
+			"Estimated start: in about 10m (09:10), if running jobs use their full timeout",
 		},
 		"estimate from a timeout": {
 			"Preemption (--preemption=Never): the cluster never evicts running jobs.",
-			"Estimated start: 10:59 (in 1h59m), when lab/alice-a reaches its timeout, if no job ranked above it arrives and the running jobs without a timeout (lab/bob-b) keep running.",
+			"Estimated start: in about 1h59m (10:59), if running jobs use their full timeout (or the expected runtime their owner gave) and no job ranked above it arrives: an estimate, not a promise; lab/bob-b without a timeout is assumed to run forever.",
 		},
 		"3rd GPU behind others' 1st/2nd": {
 			"Rank 10 of 10: it is on your 3rd GPU.",
@@ -75,7 +75,7 @@ func TestExplain(t *testing.T) {
 			"  1 job ranked above it waits for 1 GPU: when GPUs free up they go first, unless they do not fit.",
 			"  - 2 more GPUs free on one node (n1): the jobs ranked above it that fit take the first ones.",
 			"it cannot evict anyone: only a job on its user's 1st GPU may, and this one is on your 3rd GPU.",
-			"Estimated start: unknown: the jobs that would make room have no timeout (lab/ann-1, lab/ben-1, lab/cat-1 and 5 more).",
+			"Estimated start: unknown: lab/ann-1, lab/ann-2, lab/ben-1 and 5 more have no timeout.",
 		},
 		"a smaller size would start now": {
 			"Why it waits: 2 GPUs free, needs 3.",
@@ -100,7 +100,7 @@ func TestExplain(t *testing.T) {
 		},
 		"backing off": {
 			"Why it waits: its last start failed (see its events); the operator tries again at 09:05 (in 5m).",
-			"Estimated start: 09:05 (in 5m), if no job ranked above it arrives.",
+			"Estimated start: in about 5m (09:05), if running jobs use their full timeout (or the expected runtime their owner gave) and no job ranked above it arrives: an estimate, not a promise.",
 		},
 		"waiting for its victims to stop": {
 			"  1 job ranks above it: 1 on others' 1st GPU submitted before it.",

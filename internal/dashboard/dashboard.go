@@ -51,6 +51,11 @@ type Handler struct {
 	static  map[string]staticFile
 	mux     *http.ServeMux
 
+	// The waiting jobs' estimated starts, computed at estAt (see addEstimates).
+	estMu sync.Mutex
+	estAt time.Time
+	est   map[string]queueview.Estimate
+
 	// The JSON and event id of the latest snapshot, shared by all event streams.
 	encMu   sync.Mutex
 	encSnap *queueview.Snapshot
@@ -353,6 +358,7 @@ func (h *Handler) serveQueue(w http.ResponseWriter, r *http.Request) {
 	}
 	f := filterOf(r)
 	jobs := filterJobs(snap.Jobs, f)
+	h.addEstimates(snap, jobs)
 	writeJSON(w, http.StatusOK, QueueResponse{Time: snap.Time, Cluster: clusterOf(snap), User: f, Summary: summarize(jobs), Jobs: jobs})
 }
 
@@ -392,6 +398,31 @@ func (h *Handler) servePreemptions(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, PreemptionsResponse{Time: snap.Time, User: f, Preemptions: ps})
+}
+
+// estimateMaxAge is how long estimated starts are served before they are computed again.
+const estimateMaxAge = 5 * time.Second
+
+// addEstimates sets the waiting jobs' estimated starts, computed on read (Snapshot.Estimate) at
+// most every estimateMaxAge, whatever the decisions and the readers: an estimate is a simulation
+// (0.15 s for 300 waiting jobs), which neither the decision loop nor each reader should pay. A job
+// that started waiting since has none until the next computation. jobs are a copy of the
+// snapshot's, which stays unchanged.
+func (h *Handler) addEstimates(snap *queueview.Snapshot, jobs []queueview.Job) {
+	if snap.Estimate == nil {
+		return
+	}
+	h.estMu.Lock()
+	if now := h.now(); h.est == nil || now.Sub(h.estAt) >= estimateMaxAge || now.Before(h.estAt) {
+		h.estAt, h.est = now, snap.Estimate()
+	}
+	est := h.est
+	h.estMu.Unlock()
+	for i := range jobs {
+		if e, ok := est[jobs[i].Namespace+"/"+jobs[i].Name]; ok && jobs[i].Phase == "Queued" {
+			jobs[i].EstimatedStart = &e
+		}
+	}
 }
 
 func nonNil[T any](s []T) []T {

@@ -39,6 +39,9 @@ type jobRow struct {
 	PhaseClass                    string
 	For, SinceISO                 string
 	Util                          utilCell
+	// Est is a waiting job's estimated start ("14:30 (in 2h10m)", "unknown"), EstTitle its
+	// assumptions or why it is unknown; empty without an estimate.
+	Est, EstTitle string
 }
 
 // utilCell is a running GPU job's utilisation: Running false shows a dash (not measured: the
@@ -94,6 +97,7 @@ func (h *Handler) build(snap *queueview.Snapshot, filter string, now time.Time) 
 	p.Available = max(snap.Capacity-snap.Foreign, 0)
 
 	jobs := filterJobs(snap.Jobs, filter)
+	h.addEstimates(snap, jobs)
 	p.Total, p.Summary = summarize(snap.Jobs), summarize(jobs)
 	// The cut falls after the last GPU job that fits. With a filter it stays between the shown
 	// jobs that fit and those that do not (at the end when all shown fit), as long as one GPU
@@ -108,6 +112,15 @@ func (h *Handler) build(snap *queueview.Snapshot, filter string, now time.Time) 
 		if !j.Since.IsZero() {
 			r.For = humanDuration(now.Sub(j.Since))
 			r.SinceISO = j.Since.UTC().Format(time.RFC3339)
+		}
+		switch e := j.EstimatedStart; {
+		case e == nil:
+		case e.At.IsZero():
+			r.Est, r.EstTitle = "unknown", e.Unknown
+		case !e.At.After(now):
+			r.Est, r.EstTitle = "now", queueview.EstimateAssumption
+		default:
+			r.Est, r.EstTitle = e.At.In(h.loc).Format("15:04")+" (in "+humanDuration(e.At.Sub(now))+")", queueview.EstimateAssumption
 		}
 		if j.GPUs > 0 {
 			lastGPU = len(p.Jobs)

@@ -37,7 +37,23 @@ type Job struct {
 	// Idle is the GPUIdle condition's reason while it is True: "Idle" (warned) or "Reclaimable"
 	// (its GPUs count as free for the queue); empty otherwise.
 	Idle string `json:"idle,omitempty"`
+	// EstimatedStart is a waiting job's estimated start. The decision loop never sets it: the
+	// dashboard computes it when it serves (Snapshot.Estimate).
+	EstimatedStart *Estimate `json:"estimatedStart,omitempty"`
 }
+
+// Estimate is when a waiting job should start if the running jobs end at their timeout (or the
+// expected runtime their owner gave) and no job ranked above it arrives: an estimate, never a
+// promise (EstimateAssumption says so to people).
+type Estimate struct {
+	// At is the estimated start; zero when unknown, and Unknown then says why.
+	At      time.Time `json:"at,omitzero"`
+	Unknown string    `json:"unknown,omitempty"`
+}
+
+// EstimateAssumption is what every estimated start assumes; kubectl cvlab why and the dashboard
+// show it with each estimate.
+const EstimateAssumption = "if running jobs use their full timeout (or the expected runtime their owner gave) and no job ranked above it arrives: an estimate, not a promise"
 
 // Utilization is one job's measured GPU utilisation.
 type Utilization struct {
@@ -105,6 +121,10 @@ type Snapshot struct {
 	Users       []User       `json:"users"`
 	Nodes       []Node       `json:"nodes"`
 	Preemptions []Preemption `json:"preemptions"`
+	// Estimate computes the waiting jobs' estimated starts, by "namespace/name", by simulating
+	// the queue forward from this decision. It is left to the reader to call (it costs a
+	// simulation): the decision loop only sets it. Nil when estimates are not available.
+	Estimate func() map[string]Estimate `json:"-"`
 }
 
 // MaxPreemptions is how many past preemptions a snapshot keeps.

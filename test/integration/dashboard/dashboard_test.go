@@ -294,6 +294,21 @@ var _ = Describe("The queue dashboard in a browser", Ordered, func() {
 		Expect(carol).To(Equal("Admitted"))
 	})
 
+	It("shows the waiting jobs' estimated starts, computed when served", func() {
+		tab := newTab()
+		Expect(chromedp.Do(tab, chromedp.Navigate(base))).To(Succeed())
+		// No running job has a timeout: the waiting jobs (the job evicted for carol-sweep), which
+		// need their GPUs, have no estimate, and say why.
+		estimates := `Object.fromEntries(Array.from(document.querySelectorAll('#jobs tr.job.phase-queued'))
+			.map(tr => { const e = tr.querySelector('td.msg .est'); return [tr.dataset.job, e ? e.textContent + ' | ' + e.title : ''] }))`
+		Eventually(func() (map[string]string, error) {
+			return chromedp.Run(tab, chromedp.Evaluate[map[string]string](estimates))
+		}, timeout, 200*time.Millisecond).Should(And(
+			HaveKey(ns+"/"+victim),
+			HaveEach(MatchRegexp(`^est\. start unknown \| .+ (has|have) no timeout$`)),
+		))
+	})
+
 	It("shows a job submitted through the API within 2 s, without a reload", func() {
 		tab := newTab()
 		Expect(chromedp.Do(tab, chromedp.Navigate(base), chromedp.WaitVisible(chromedp.CSS("#live.on")))).To(Succeed())
