@@ -142,12 +142,11 @@ func decodeMail(r io.Reader) (received, error) {
 	}
 }
 
-// hook is an httptest receiver of JSON posts; while failing it answers 503.
+// hook is an httptest receiver of JSON posts.
 type hook struct {
 	*httptest.Server
-	mu      sync.Mutex
-	bodies  []map[string]any
-	failing bool
+	mu     sync.Mutex
+	bodies []map[string]any
 }
 
 func startHook(t *testing.T) *hook {
@@ -155,10 +154,6 @@ func startHook(t *testing.T) *hook {
 	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		if h.failing {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
 		var body map[string]any
 		if r.Header.Get("Content-Type") != "application/json" || json.NewDecoder(r.Body).Decode(&body) != nil {
 			w.WriteHeader(http.StatusBadRequest)
@@ -182,12 +177,6 @@ func (h *hook) Texts() []string {
 		texts = append(texts, b["text"].(string))
 	}
 	return texts
-}
-
-func (h *hook) setFailing(f bool) {
-	h.mu.Lock()
-	h.failing = f
-	h.mu.Unlock()
 }
 
 // lab is the directory of the tests: alice and bob reachable everywhere, nobody nowhere.
