@@ -49,10 +49,14 @@ func (s DueSettings) Wanted(job *cvlabv1alpha1.CvlabJob) []Kind {
 	return kinds
 }
 
+// PlaceWait is how long a Preempted message waits for the job's new place in the queue
+// (status.queuePosition, written a moment after the eviction) before it goes without it.
+const PlaceWait = 30 * time.Second
+
 // Due are the notifications job's status (and its pod's, for an exit code; nil when unknown)
 // calls for at now: one per transition, keyed so that the same transition always gives the same
-// key. Next is when Due should look again although nothing changed (a DeadlineSoon to come);
-// zero when never. It only reads typed fields: sentences are passed on as Detail, never parsed.
+// key. Next is when Due should look again although nothing changed (a DeadlineSoon to come, a
+// preemption waiting for the job's new place); zero when never. It only reads typed fields: sentences are passed on as Detail, never parsed.
 func Due(job *cvlabv1alpha1.CvlabJob, pod *corev1.Pod, s DueSettings, now time.Time) (events []Event, next time.Time) {
 	wanted := s.Wanted(job)
 	if len(wanted) == 0 {
@@ -72,26 +76,38 @@ func Due(job *cvlabv1alpha1.CvlabJob, pod *corev1.Pod, s DueSettings, now time.T
 		events = append(events, e)
 	}
 
+	soon := func(at time.Time) {
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
 	if ev := st.LastEviction; ev != nil && ev.Reason != cvlabv1alpha1.EvictionUnschedulable {
-		add(KindPreempted, fmt.Sprint(ev.Admission), ev.Time.Time, func(e *Event) {
-			e.Reason, e.Node = string(ev.Reason), ev.Node
-			if c := meta.FindStatusCondition(st.Conditions, cvlabv1alpha1.ConditionPreempted); c != nil && c.Status == "True" {
-				e.Detail = c.Message
-			}
-			if ev.Preemptor != "" {
-				ns, name := splitKey(ev.Preemptor)
-				e.Preemptor = &JobRef{Namespace: ns, Name: name, User: ev.PreemptorUser}
-			}
-			if st.QueuePosition != nil {
-				e.QueuePosition = *st.QueuePosition
-			}
-			if ev.Reason != cvlabv1alpha1.EvictionPreempted && st.IdleSince != nil {
-				e.IdleSince = st.IdleSince.Time
-			}
-			if ev.Reason == cvlabv1alpha1.EvictionIdleSuspended && st.BackoffUntil != nil {
-				e.NextAt = st.BackoffUntil.Time // held back until then
-			}
-		})
+		if st.Phase == cvlabv1alpha1.PhaseQueued && st.QueuePosition == nil && st.Admissions == ev.Admission &&
+			st.WaitingReason != cvlabv1alpha1.WaitingBackingOff && now.Before(ev.Time.Add(PlaceWait)) {
+			// Its new place in the queue is written a moment after the eviction: the owner is
+			// told where the job stands once it is, or PlaceWait after the eviction.
+			soon(ev.Time.Add(PlaceWait))
+		} else {
+			add(KindPreempted, fmt.Sprint(ev.Admission), ev.Time.Time, func(e *Event) {
+				e.Reason, e.Node = string(ev.Reason), ev.Node
+				if c := meta.FindStatusCondition(st.Conditions, cvlabv1alpha1.ConditionPreempted); c != nil && c.Status == "True" {
+					e.Detail = c.Message
+				}
+				if ev.Preemptor != "" {
+					ns, name := splitKey(ev.Preemptor)
+					e.Preemptor = &JobRef{Namespace: ns, Name: name, User: ev.PreemptorUser}
+				}
+				if st.QueuePosition != nil {
+					e.QueuePosition = *st.QueuePosition
+				}
+				if ev.Reason != cvlabv1alpha1.EvictionPreempted && st.IdleSince != nil {
+					e.IdleSince = st.IdleSince.Time
+				}
+				if ev.Reason == cvlabv1alpha1.EvictionIdleSuspended && st.BackoffUntil != nil {
+					e.NextAt = st.BackoffUntil.Time // held back until then
+				}
+			})
+		}
 	}
 
 	switch st.Phase {
@@ -133,7 +149,7 @@ func Due(job *cvlabv1alpha1.CvlabJob, pod *corev1.Pod, s DueSettings, now time.T
 			at := end.Add(-time.Duration(float64(t.Duration) * s.DeadlineShare))
 			switch {
 			case now.Before(at):
-				next = at
+				soon(at)
 			case now.Before(end):
 				add(KindDeadlineSoon, n, at, func(e *Event) { e.NextAt, e.Timeout, e.Node, e.Pod = end, t.Duration, st.Node, st.PodName })
 			}

@@ -52,6 +52,20 @@ func TestDue(t *testing.T) {
 		"preempted: who, where, position": {job: job(preempted), now: t0.Add(2 * time.Hour), want: []Event{{Key: "u1.Preempted.1", Kind: KindPreempted, Job: ref,
 			At: t0.Add(2 * time.Hour), Reason: "Preempted", Detail: "evicted for ns2/big", Preemptor: &JobRef{Namespace: "ns2", Name: "big", User: "bob"}, Node: "n1", QueuePosition: 2}}},
 		"preempted, a day later: too old": {job: job(preempted), now: t0.Add(27 * time.Hour)},
+		"preempted, its new place not written yet: later": {job: job(func(j *cvlabv1alpha1.CvlabJob) {
+			preempted(j)
+			j.Status.QueuePosition = nil
+		}), now: t0.Add(2*time.Hour + time.Second), wantNext: t0.Add(2*time.Hour + PlaceWait)},
+		"preempted, still no place after PlaceWait: told without it": {job: job(func(j *cvlabv1alpha1.CvlabJob) {
+			preempted(j)
+			j.Status.QueuePosition = nil
+		}), now: t0.Add(2*time.Hour + PlaceWait), want: []Event{{Key: "u1.Preempted.1", Kind: KindPreempted, Job: ref,
+			At: t0.Add(2 * time.Hour), Reason: "Preempted", Detail: "evicted for ns2/big", Preemptor: &JobRef{Namespace: "ns2", Name: "big", User: "bob"}, Node: "n1"}}},
+		"preempted and admitted again at once: told at once": {job: job(func(j *cvlabv1alpha1.CvlabJob) {
+			preempted(j)
+			j.Status.QueuePosition, j.Status.Phase, j.Status.Admissions = nil, cvlabv1alpha1.PhaseAdmitted, 2
+		}), now: t0.Add(2*time.Hour + time.Second), want: []Event{{Key: "u1.Preempted.1", Kind: KindPreempted, Job: ref,
+			At: t0.Add(2 * time.Hour), Reason: "Preempted", Detail: "evicted for ns2/big", Preemptor: &JobRef{Namespace: "ns2", Name: "big", User: "bob"}, Node: "n1"}}},
 		"preempted before notifications started": {job: job(func(j *cvlabv1alpha1.CvlabJob) {
 			preempted(j)
 			j.Status.LastEviction.Time = metav1.NewTime(t0.Add(-2 * time.Hour))

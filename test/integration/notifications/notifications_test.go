@@ -294,7 +294,7 @@ var _ = Describe("Personal notifications", func() {
 		for _, u := range []string{"carol", "dave", "erin"} {
 			Expect(m.Text).To(ContainSubstring(fmt.Sprintf("%s/%s-1", ns, u)))
 		}
-		Expect(m.Text).To(ContainSubstring("back in the queue"))
+		Expect(m.Text).To(ContainSubstring("It is back in the queue at position"), "told where it stands")
 		By("the lab webhook got one event per preemption, kind Preempted")
 		for i := 2; i <= 4; i++ {
 			Eventually(lab.kinds(ns, fmt.Sprintf("bob-%d", i)), timeout).Should(Equal([]string{"Preempted"}))
