@@ -67,6 +67,8 @@ func whyScenarios() map[string]whyCase {
 			set: def, key: "lab/ann-1", me: "ann"},
 		// ann preempted bob's job on n1; its pod is still stopping.
 		"waiting for its victims to stop": {s: preempting(), set: def, key: "lab/ann-1", me: "ann"},
+		// bob-2 is back in the queue after ann's eviction, told why from status.lastEviction.
+		"preempted, back in the queue": {s: preempting(), set: def, key: "lab/bob-2", me: "bob"},
 		"fits now":                        {s: newScenario().node("n1", 8).job("ann-1", "ann", 1, time.Second), set: def, key: "lab/ann-1", me: "ann"},
 		// Under Rank, bob's job on his 2nd GPU may evict cat's job on her 4th GPU (ranked below it)
 		// once it has run --min-runtime, at 09:05.
@@ -136,6 +138,8 @@ func preempting() *scenario {
 	j := &s.c.Jobs[1]
 	j.Status.Phase, j.Status.StartTime, j.Status.Node = cvlabv1alpha1.PhaseQueued, nil, ""
 	j.Status.Message = "evicted for lab/ann-1, ann's 1st GPU outranks your 2nd GPU; back in the queue"
+	j.Status.LastEviction = &cvlabv1alpha1.Eviction{Reason: cvlabv1alpha1.EvictionPreempted, Preemptor: "lab/ann-1", PreemptorUser: "ann",
+		Node: "n1", Admission: j.Status.Admissions, Time: metav1.NewTime(t0.Add(-5 * time.Second))}
 	s.c.Pods[1].DeletionTimestamp = ptr.To(metav1.NewTime(t0.Add(-5 * time.Second)))
 	return s
 }

@@ -167,6 +167,7 @@ func (x *explainer) waiting(e *queue.Entry) {
 	}
 	x.line("%s (%s, %s, priority %d) is waiting: position %d of %d in the queue.", x.key, j.Spec.User, gpus(j.Spec.GPUs), j.Spec.Priority, e.Position, waitingTotal)
 	x.rankLine(e)
+	x.lastEviction()
 
 	reason := e.Reason
 	if e.Blocking {
@@ -210,6 +211,27 @@ func (x *explainer) waiting(e *queue.Entry) {
 	x.letItStart(e)
 	x.preemption(e)
 	x.estimate()
+}
+
+// lastEviction says why the queue stopped the job's last run (status.lastEviction), while it has
+// not run again since.
+func (x *explainer) lastEviction() {
+	st := &x.j.Status
+	ev := st.LastEviction
+	if ev == nil || ev.Admission < st.Admissions {
+		return
+	}
+	at := clock(ev.Time.Time, x.v.Now) + onNode(ev.Node)
+	switch ev.Reason {
+	case cvlabv1alpha1.EvictionPreempted:
+		x.line("Its last run was stopped at %s for %s (%s's job, ranked above it); it is back in the queue with its place kept.", at, ev.Preemptor, ev.PreemptorUser)
+	case cvlabv1alpha1.EvictionIdleReclaimed:
+		x.line("Its last run was stopped at %s: its GPUs sat idle and %s (%s's job) took them; until it runs again it starts only on free GPUs and preempts no one.", at, ev.Preemptor, ev.PreemptorUser)
+	case cvlabv1alpha1.EvictionIdleSuspended:
+		x.line("Its last run was stopped at %s: its GPUs sat idle (--idle-action=Suspend); until it runs again it starts only on free GPUs and preempts no one.", at)
+	case cvlabv1alpha1.EvictionUnschedulable:
+		x.line("Its last pod was stopped at %s: it stayed unschedulable for --unschedulable-timeout (see its events).", at)
+	}
 }
 
 func onNode(n string) string {

@@ -102,6 +102,9 @@ func TestExplain(t *testing.T) {
 			"Why it waits: its last start failed (see its events); the operator tries again at 09:05 (in 5m).",
 			"Estimated start: in about 5m (09:05), if running jobs use their full timeout (or the expected runtime their owner gave) and no job ranked above it arrives: an estimate, not a promise.",
 		},
+		"preempted, back in the queue": {
+			"Its last run was stopped at 08:59 on node n1 for lab/ann-1 (ann's job, ranked above it); it is back in the queue with its place kept.",
+		},
 		"waiting for its victims to stop": {
 			"  1 job ranks above it: 1 on others' 1st GPU submitted before it.",
 			"Why it waits: waiting for the jobs it preempted to stop on node n1; it starts as soon as their pods are gone",
