@@ -25,11 +25,11 @@ type notifyFlags struct {
 	maxAge        time.Duration
 
 	smtpURL, smtpFrom, smtpStartTLS, secret string
-	slackURL, mattermostURL, webhookURL         string
-	mattermostUsername                          string
-	dashboardURL                                string
-	groupWindow                                 time.Duration
-	userLimit                                   int
+	slackURL, mattermostURL, webhookURL     string
+	mattermostUsername                      string
+	dashboardURL                            string
+	groupWindow                             time.Duration
+	userLimit                               int
 }
 
 // defaultNotifyKinds are the lab's defaults: the moments the rule says an owner must hear of

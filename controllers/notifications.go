@@ -110,9 +110,6 @@ func newNotificationWatcher(n *Notifications, jobs toolscache.SharedIndexInforme
 func (w *notificationWatcher) NeedLeaderElection() bool { return true }
 
 func (w *notificationWatcher) mark(obj any) {
-	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-		obj = d.Obj
-	}
 	j, ok := obj.(*cvlabv1alpha1.CvlabJob)
 	if !ok {
 		return
@@ -258,7 +255,7 @@ func (w *notificationWatcher) NoContact(e notify.Event) {
 }
 
 // contactBook reads users' contacts from the lab directory for the dispatcher, at most every
-// contactRefresh (an admin's edit shows within that).
+// directoryRefresh (an admin's edit shows within that), as the queue's own copy does.
 type contactBook struct {
 	reader client.Reader
 	key    client.ObjectKey
@@ -269,8 +266,6 @@ type contactBook struct {
 	readAt time.Time
 }
 
-const contactRefresh = 30 * time.Second
-
 func newContactBook(reader client.Reader, namespace string, clk clock.PassiveClock) *contactBook {
 	return &contactBook{reader: reader, key: client.ObjectKey{Namespace: namespace, Name: validation.DirectoryName}, clock: clk}
 }
@@ -279,7 +274,7 @@ func newContactBook(reader client.Reader, namespace string, clk clock.PassiveClo
 func (b *contactBook) Contact(user string) (notify.Contact, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if now := b.clock.Now(); b.readAt.IsZero() || now.Sub(b.readAt) >= contactRefresh {
+	if now := b.clock.Now(); b.readAt.IsZero() || now.Sub(b.readAt) >= directoryRefresh {
 		var cm corev1.ConfigMap
 		err := b.reader.Get(context.Background(), b.key, &cm)
 		switch {

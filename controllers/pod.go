@@ -31,7 +31,7 @@ const (
 	// ResourceGPU is the extended resource of NVIDIA's device plugin.
 	ResourceGPU = cluster.ResourceGPU
 	// ContainerName is the name of the job's only container.
-	ContainerName = "job"
+	ContainerName = cluster.ContainerName
 )
 
 // PriorityLabelValue renders a priority as a label value. Label values must start with an

@@ -152,11 +152,7 @@ func estimates(l simulate.Live) func() map[string]queueview.Estimate {
 		if err != nil {
 			return nil
 		}
-		out := make(map[string]queueview.Estimate, len(p.Starts))
-		for k, e := range p.Starts {
-			out[k] = queueview.Estimate{At: e.At, Unknown: e.Unknown}
-		}
-		return out
+		return p.Starts
 	}
 }
 

@@ -69,7 +69,7 @@ func whyScenarios() map[string]whyCase {
 		"waiting for its victims to stop": {s: preempting(), set: def, key: "lab/ann-1", me: "ann"},
 		// bob-2 is back in the queue after ann's eviction, told why from status.lastEviction.
 		"preempted, back in the queue": {s: preempting(), set: def, key: "lab/bob-2", me: "bob"},
-		"fits now":                        {s: newScenario().node("n1", 8).job("ann-1", "ann", 1, time.Second), set: def, key: "lab/ann-1", me: "ann"},
+		"fits now":                     {s: newScenario().node("n1", 8).job("ann-1", "ann", 1, time.Second), set: def, key: "lab/ann-1", me: "ann"},
 		// Under Rank, bob's job on his 2nd GPU may evict cat's job on her 4th GPU (ranked below it)
 		// once it has run --min-runtime, at 09:05.
 		"Rank policy": {s: newScenario().node("n1", 2).

@@ -21,6 +21,8 @@ const (
 	// DefaultTerminationGracePeriodSeconds is the grace period of the operator's pods when the job
 	// sets none: it lets training checkpoint on SIGTERM.
 	DefaultTerminationGracePeriodSeconds int64 = 60
+	// ContainerName is the name of a job pod's only container.
+	ContainerName = "job"
 )
 
 // PodGPUs is the nvidia.com/gpu a pod holds: the larger of its containers' sum and its init

@@ -108,15 +108,15 @@ func TestContact(t *testing.T) {
 		want  *Contact // nil: none
 		errs  []string // parts of Parse's error; none: nil
 	}{
-		"none":                          {value: "name=alice uid=1 groupName=g gid=2"},
-		"all three":                     {value: "name=alice uid=1 groupName=g gid=2 email=alice@epfl.ch slack=U024BE7LH mattermost=alice.s", want: &Contact{Email: "alice@epfl.ch", Slack: "U024BE7LH", Mattermost: "alice.s"}},
-		"contact only, no account":      {value: "email=alice@epfl.ch", want: &Contact{Email: "alice@epfl.ch"}, errs: []string{"entry alice: name is missing"}},
-		"a display name is refused":     {value: "email=Alice<alice@epfl.ch>", errs: []string{`email "Alice<alice@epfl.ch>" is not a bare address`}},
-		"two recipients are refused":    {value: "email=a@x.ch,b@y.ch", errs: []string{"is not a bare address"}},
+		"none":                             {value: "name=alice uid=1 groupName=g gid=2"},
+		"all three":                        {value: "name=alice uid=1 groupName=g gid=2 email=alice@epfl.ch slack=U024BE7LH mattermost=alice.s", want: &Contact{Email: "alice@epfl.ch", Slack: "U024BE7LH", Mattermost: "alice.s"}},
+		"contact only, no account":         {value: "email=alice@epfl.ch", want: &Contact{Email: "alice@epfl.ch"}, errs: []string{"entry alice: name is missing"}},
+		"a display name is refused":        {value: "email=Alice<alice@epfl.ch>", errs: []string{`email "Alice<alice@epfl.ch>" is not a bare address`}},
+		"two recipients are refused":       {value: "email=a@x.ch,b@y.ch", errs: []string{"is not a bare address"}},
 		"line breaks only separate fields": {value: "email=a@x.ch\r\nBcc:b@y.ch", want: &Contact{Email: "a@x.ch"}},
-		"a mention is not a member ID":  {value: "slack=@alice mattermost=@alice", errs: []string{`slack "@alice" is not a Slack member ID`, `mattermost "@alice" is not a Mattermost username`}},
-		"a channel mention is refused":  {value: "slack=<!channel> mattermost=all", errs: []string{"slack", "mattermost"}},
-		"email twice: not messaged":     {value: "email=a@x.ch email=b@y.ch slack=U1234", want: &Contact{Slack: "U1234"}, errs: []string{"email is given 2 times"}},
+		"a mention is not a member ID":     {value: "slack=@alice mattermost=@alice", errs: []string{`slack "@alice" is not a Slack member ID`, `mattermost "@alice" is not a Mattermost username`}},
+		"a channel mention is refused":     {value: "slack=<!channel> mattermost=all", errs: []string{"slack", "mattermost"}},
+		"email twice: not messaged":        {value: "email=a@x.ch email=b@y.ch slack=U1234", want: &Contact{Slack: "U1234"}, errs: []string{"email is given 2 times"}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

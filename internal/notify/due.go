@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
+	"github.com/epfl-cvlab/cvlab-queue/internal/cluster"
 )
 
 // DueSettings say which notifications are due, and when.
@@ -168,16 +169,13 @@ func Due(job *cvlabv1alpha1.CvlabJob, pod *corev1.Pod, s DueSettings, now time.T
 	return events, next
 }
 
-// jobContainer is the name of a job pod's container (controllers.ContainerName).
-const jobContainer = "job"
-
 // exitCode is the exit code of the pod's job container (any container that ended with an error
 // when it has none of that name); nil when none ended.
 func exitCode(p *corev1.Pod) *int32 {
 	var code *int32
 	for _, cs := range p.Status.ContainerStatuses {
 		if t := cs.State.Terminated; t != nil {
-			if cs.Name == jobContainer {
+			if cs.Name == cluster.ContainerName {
 				return &t.ExitCode
 			}
 			if code == nil || t.ExitCode != 0 {

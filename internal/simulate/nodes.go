@@ -60,11 +60,16 @@ func ReadNodes(r io.Reader) ([]corev1.Node, error) {
 			return nil, fmt.Errorf("node %s appears twice", f[0])
 		}
 		seen[f[0]] = true
-		nodes = append(nodes, corev1.Node{
-			ObjectMeta: metav1.ObjectMeta{Name: f[0], Labels: map[string]string{corev1.LabelHostname: f[0]}},
-			Status: corev1.NodeStatus{Capacity: res, Allocatable: res,
-				Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}},
-		})
+		nodes = append(nodes, readyNode(f[0], res))
 	}
 	return nodes, sc.Err()
+}
+
+// readyNode is a Ready node named name, labelled with its hostname, with res allocatable.
+func readyNode(name string, res corev1.ResourceList) corev1.Node {
+	return corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{corev1.LabelHostname: name}},
+		Status: corev1.NodeStatus{Capacity: res, Allocatable: res,
+			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}},
+	}
 }

@@ -9,13 +9,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	cvlabv1alpha1 "github.com/epfl-cvlab/cvlab-queue/api/v1alpha1"
 	"github.com/epfl-cvlab/cvlab-queue/internal/cluster"
 	"github.com/epfl-cvlab/cvlab-queue/internal/observe"
 	"github.com/epfl-cvlab/cvlab-queue/internal/queue"
+	"github.com/epfl-cvlab/cvlab-queue/internal/queueview"
 )
 
 // AnnotationExpectedRuntime is a job's annotation with the run time its owner expects, a Go
@@ -90,19 +90,12 @@ func FromLive(l Live) (Config, State, []string) {
 
 // gpuNode is a Ready node with gpus allocatable GPUs.
 func gpuNode(name string, gpus int32) corev1.Node {
-	res := corev1.ResourceList{cluster.ResourceGPU: *resource.NewQuantity(int64(max(gpus, 0)), resource.DecimalSI)}
-	return corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{corev1.LabelHostname: name}},
-		Status: corev1.NodeStatus{Capacity: res, Allocatable: res,
-			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}},
-	}
+	return readyNode(name, corev1.ResourceList{cluster.ResourceGPU: *resource.NewQuantity(int64(max(gpus, 0)), resource.DecimalSI)})
 }
 
 // Estimate is a waiting job's predicted start: At, or when unknown (zero At) Unknown says why.
-type Estimate struct {
-	At      time.Time
-	Unknown string
-}
+// It is the dashboard's own type, so that a prediction is shown as it is.
+type Estimate = queueview.Estimate
 
 // Prediction is what Predict foresees of the live queue.
 type Prediction struct {

@@ -224,19 +224,28 @@ func userColors(results []*simulate.Result) map[string]string {
 	return colors
 }
 
-// userChart stacks each user's GPUs over time, the capacity as a line above.
-func userChart(r *simulate.Result, colors map[string]string, start, end time.Time) *chart {
-	c := newChart("GPUs per user", "GPUs held by each user's jobs over time, stacked; the line is the capacity.", "GPUs")
+// gpuAxes are the buckets of r's timeline and c's axes for them: time, and GPUs up to the
+// largest of the capacity and the GPUs held; no buckets when the timeline is empty.
+func (c *chart) gpuAxes(r *simulate.Result, start, end time.Time) ([]bucket, func(time.Time) float64, func(float64) float64) {
 	bs := buckets(r.Timeline)
 	if len(bs) == 0 {
-		return nil
+		return nil, nil, nil
 	}
-	x := c.timeAxis(start, end)
 	var top float64
 	for _, b := range bs {
 		top = max(top, b.Capacity, b.Busy)
 	}
 	y, _ := c.yScale(top, count)
+	return bs, c.timeAxis(start, end), y
+}
+
+// userChart stacks each user's GPUs over time, the capacity as a line above.
+func userChart(r *simulate.Result, colors map[string]string, start, end time.Time) *chart {
+	c := newChart("GPUs per user", "GPUs held by each user's jobs over time, stacked; the line is the capacity.", "GPUs")
+	bs, x, y := c.gpuAxes(r, start, end)
+	if len(bs) == 0 {
+		return nil
+	}
 	// Layers from the bottom: the colored users by total, then the others.
 	var layers []string
 	for u := range colors {
@@ -318,16 +327,10 @@ func reversed(xs []float64) []float64 {
 // busyChart draws the GPUs held (of which idle) under the capacity.
 func busyChart(r *simulate.Result, start, end time.Time) *chart {
 	c := newChart("Busy, idle and capacity", "GPUs held by jobs, of which idle (below the idle threshold), and the capacity.", "GPUs")
-	bs := buckets(r.Timeline)
+	bs, x, y := c.gpuAxes(r, start, end)
 	if len(bs) == 0 {
 		return nil
 	}
-	x := c.timeAxis(start, end)
-	var top float64
-	for _, b := range bs {
-		top = max(top, b.Capacity, b.Busy)
-	}
-	y, _ := c.yScale(top, count)
 	xs := make([]float64, len(bs))
 	busy, idle, capa := make([]float64, len(bs)), make([]float64, len(bs)), make([]float64, len(bs))
 	for i, b := range bs {

@@ -310,9 +310,13 @@ var _ = Describe("Personal notifications", func() {
 		run("c2")
 		fail("c1")
 		fail("c2")
-		Eventually(func() int { return len(events("c1", cvlabv1alpha1.EventNotNotified)()) + len(events("c2", cvlabv1alpha1.EventNotNotified)()) },
+		Eventually(func() int {
+			return len(events("c1", cvlabv1alpha1.EventNotNotified)()) + len(events("c2", cvlabv1alpha1.EventNotNotified)())
+		},
 			timeout).Should(Equal(1))
-		Consistently(func() int { return len(events("c1", cvlabv1alpha1.EventNotNotified)()) + len(events("c2", cvlabv1alpha1.EventNotNotified)()) },
+		Consistently(func() int {
+			return len(events("c1", cvlabv1alpha1.EventNotNotified)()) + len(events("c2", cvlabv1alpha1.EventNotNotified)())
+		},
 			3*time.Second).Should(Equal(1))
 		Expect(append(events("c1", cvlabv1alpha1.EventNotNotified)(), events("c2", cvlabv1alpha1.EventNotNotified)()...)[0]).To(
 			ContainSubstring("carol has no email, slack or mattermost field in the lab directory"))

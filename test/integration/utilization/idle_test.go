@@ -210,7 +210,7 @@ var _ = Describe("GPU utilisation and the idle policy", func() {
 		Expect(told.Kind).To(Equal(notify.KindGPUIdle))
 		Expect(told.IdleSince.Equal(idleSince)).To(BeTrue())
 		Expect(told.NextAction).To(Equal("Reclaim"))
-		Expect(told.NextAt.Equal(idleSince.Add(8 * time.Minute))).To(BeTrue(), "reclaimable after --idle-after and --idle-grace")
+		Expect(told.NextAt.Equal(idleSince.Add(8*time.Minute))).To(BeTrue(), "reclaimable after --idle-after and --idle-grace")
 
 		tick(3) // and for --idle-grace: reclaimable; alice-2 evicts it
 		Eventually(func(g Gomega) {
