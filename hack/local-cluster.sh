@@ -613,20 +613,23 @@ up() {
   wait_for "fake dcgm-exporter /health" fake-dcgm-exporter http_ok "$FAKE_DCGM_PORT" /health
 
   log "starting the mail catcher (SMTP 127.0.0.1:$MAIL_SMTP_PORT, inbox http://127.0.0.1:$MAIL_WEB_PORT/)"
-  start mailcatcher "$MAILCATCHER" --smtp-addr="127.0.0.1:$MAIL_SMTP_PORT" --http-addr="127.0.0.1:$MAIL_WEB_PORT"
+  # Its inbox lives in the state dir: kept across runs, and the path marks the process as this
+  # cluster's (is_ours).
+  start mailcatcher "$MAILCATCHER" --smtp-addr="127.0.0.1:$MAIL_SMTP_PORT" --http-addr="127.0.0.1:$MAIL_WEB_PORT" --store="$LOCAL_DIR/mail.jsonl"
   wait_for "mail catcher /healthz" mailcatcher http_ok "$MAIL_WEB_PORT" /healthz
 
   local manager_args=(--kubeconfig="$LOCAL_DIR/manager.kubeconfig"
     --health-probe-bind-address="127.0.0.1:$MANAGER_PROBE_PORT" --metrics-bind-address=0)
   [ "$capacity" = off ] || manager_args+=(--gpu-capacity="$capacity")
   # Flags of newer operators, passed only when this build has them (every listener on loopback).
-  local dashboard=""
-  if "$MANAGER" --help 2>&1 | grep -q -- '-dashboard-bind-address'; then
+  # The help is read whole first: grep -q on a pipe would stop reading at the first match and
+  # the manager, still writing, would die of SIGPIPE, failing the pipeline (pipefail).
+  local help f n dashboard=""
+  help=$("$MANAGER" --help 2>&1 || true)
+  if grep -q -- '-dashboard-bind-address' <<<"$help"; then
     manager_args+=(--dashboard-bind-address="127.0.0.1:$DASHBOARD_PORT")
     dashboard="http://127.0.0.1:$DASHBOARD_PORT/"
   fi
-  local help f n
-  help=$("$MANAGER" --help 2>&1 || true)
   if grep -q -- '-dcgm-exporter-url' <<<"$help"; then
     manager_args+=(--dcgm-exporter-url="http://127.0.0.1:$FAKE_DCGM_PORT/metrics")
   else

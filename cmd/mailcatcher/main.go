@@ -27,16 +27,22 @@ func main() {
 	smtpAddr := flag.String("smtp-addr", "127.0.0.1:1025", "address of the SMTP server")
 	httpAddr := flag.String("http-addr", "127.0.0.1:8025", "address of the web inbox and /api/messages")
 	keep := flag.Int("keep", 200, "how many messages to keep (the oldest go first)")
+	store := flag.String("store", "", "a file that keeps the inbox across restarts (JSON lines); empty: memory only")
 	flag.Parse()
-	if err := run(*smtpAddr, *httpAddr, *keep); err != nil {
+	if err := run(*smtpAddr, *httpAddr, *keep, *store); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(smtpAddr, httpAddr string, keep int) error {
+func run(smtpAddr, httpAddr string, keep int, store string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	c := mailcatcher.NewCatcher(keep, clock.RealClock{})
+	if store != "" {
+		if err := c.Keep(store); err != nil {
+			return err
+		}
+	}
 
 	sl, err := net.Listen("tcp", smtpAddr)
 	if err != nil {

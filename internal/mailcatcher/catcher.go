@@ -4,15 +4,19 @@
 package mailcatcher
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"html/template"
 	"io"
+	"io/fs"
 	"mime"
 	"mime/multipart"
 	"mime/quotedprintable"
 	"net/http"
 	"net/mail"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +47,8 @@ type Catcher struct {
 	mu       sync.Mutex
 	next     int
 	messages []Message // oldest first
+	// path is the file that keeps the inbox across restarts (Keep); "" keeps it in memory only.
+	path string
 }
 
 // NewCatcher keeps the last keep messages.
@@ -70,21 +76,70 @@ func (c *Catcher) Messages() []Message {
 	return out
 }
 
-func (c *Catcher) add(m Message) {
+// Keep makes the inbox outlive the catcher: it reads the messages kept in path (JSON lines;
+// none when the file does not exist yet), then writes the inbox there after each change, so
+// that a restarted catcher shows the same messages, numbered on.
+func (c *Catcher) Keep(path string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		var m Message
+		if len(bytes.TrimSpace(line)) == 0 || json.Unmarshal(line, &m) != nil {
+			continue // a blank or torn line
+		}
+		c.messages = append(c.messages, m)
+		c.next = max(c.next, m.ID+1)
+	}
+	c.trim()
+	c.path = path
+	return c.save()
+}
+
+func (c *Catcher) add(m Message) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m.ID, m.Received = c.next, c.clock.Now()
 	c.next++
 	c.messages = append(c.messages, m)
+	c.trim()
+	return c.save()
+}
+
+func (c *Catcher) clear() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.messages = nil
+	return c.save()
+}
+
+// trim drops the oldest messages beyond keep.
+func (c *Catcher) trim() {
 	if over := len(c.messages) - c.keep; over > 0 {
 		c.messages = append([]Message(nil), c.messages[over:]...)
 	}
 }
 
-func (c *Catcher) clear() {
-	c.mu.Lock()
-	c.messages = nil
-	c.mu.Unlock()
+// save writes the inbox to its file, if it has one, whole (a new file renamed over the old one).
+func (c *Catcher) save() error {
+	if c.path == "" {
+		return nil
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for _, m := range c.messages {
+		if err := enc.Encode(m); err != nil {
+			return err
+		}
+	}
+	tmp := c.path + ".tmp"
+	if err := os.WriteFile(tmp, buf.Bytes(), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, c.path)
 }
 
 // session takes one SMTP transaction at a time.
@@ -105,8 +160,7 @@ func (s *session) Data(r io.Reader) error {
 	}
 	m := decode(raw)
 	m.From, m.To = s.from, s.to
-	s.c.add(m)
-	return nil
+	return s.c.add(m)
 }
 
 // decode reads the subject and the first text/plain and text/html parts, however nested.
@@ -192,7 +246,10 @@ func (c *Catcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(c.Messages())
 	case r.URL.Path == "/api/messages" && r.Method == http.MethodDelete:
-		c.clear()
+		if err := c.clear(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
 		w.WriteHeader(http.StatusNoContent)
 	case r.URL.Path == "/" && r.Method == http.MethodGet:
 		c.render(w, "inbox", c.Messages())

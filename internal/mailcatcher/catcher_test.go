@@ -163,3 +163,49 @@ func TestDecode(t *testing.T) {
 		}
 	}
 }
+
+// TestKeep: a catcher given a file shows, after a restart, the inbox it had (the last keep
+// messages), numbers new messages on, and empties the file with the inbox.
+func TestKeep(t *testing.T) {
+	path := t.TempDir() + "/mail.jsonl"
+	c, host, port, _ := start(t, 2)
+	if err := c.Keep(path); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"one", "two", "three"} {
+		send(t, host, port, "alice@lab.example", s, "text "+s, "")
+	}
+	subjects := func(c *Catcher) []string {
+		var out []string
+		for _, m := range c.Messages() {
+			out = append(out, strconv.Itoa(m.ID)+" "+m.Subject)
+		}
+		return out
+	}
+
+	again, host2, port2, web2 := start(t, 2)
+	if err := again.Keep(path); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"3 three", "2 two"}, subjects(again)); diff != "" {
+		t.Fatalf("after a restart (-want +got):\n%s", diff)
+	}
+	send(t, host2, port2, "bob@lab.example", "four", "text four", "")
+	if diff := cmp.Diff([]string{"4 four", "3 three"}, subjects(again)); diff != "" {
+		t.Errorf("numbered on (-want +got):\n%s", diff)
+	}
+
+	req, _ := http.NewRequest(http.MethodDelete, web2+"/api/messages", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	third := NewCatcher(2, clocktesting.NewFakePassiveClock(time.Now()))
+	if err := third.Keep(path); err != nil {
+		t.Fatal(err)
+	}
+	if got := third.Messages(); len(got) != 0 {
+		t.Errorf("after DELETE and a restart: %d messages, want none", len(got))
+	}
+}
