@@ -28,8 +28,11 @@ type publisher struct {
 	kick    chan struct{}
 }
 
-func newPublisher(c client.Client, namespace string) *publisher {
-	return &publisher{client: c, namespace: namespace, kick: make(chan struct{}, 1)}
+// newPublisher starts from the operator's settings with no head of the line yet: they are
+// published at start even when nothing asks for a decision (no job, pod or node to watch), and
+// the zero value, which would say the queue has no GPUs, is never written.
+func newPublisher(c client.Client, namespace string, settings observe.Settings) *publisher {
+	return &publisher{client: c, namespace: namespace, latest: observe.Published{Settings: settings}, kick: make(chan struct{}, 1)}
 }
 
 // set hands over the value of a decision.

@@ -171,7 +171,7 @@ func NewQueueReconciler(c client.Client, apiReader client.Reader, recorder event
 	r.wake = make(chan event.GenericEvent, 1)
 	r.writer = newStatusWriter(c, recorder, opts.Clock, opts.StatusQPS, r.wakeUp)
 	if opts.PublishNamespace != "" {
-		r.publisher = newPublisher(c, opts.PublishNamespace)
+		r.publisher = newPublisher(c, opts.PublishNamespace, opts.Settings())
 	}
 	if opts.DirectoryNamespace != "" {
 		r.directory = newLabDirectory(apiReader, opts.DirectoryNamespace, opts.Clock)

@@ -131,17 +131,24 @@ var _ = Describe("the policies", func() {
 	})
 })
 
+// expectPublished waits for the manager to publish the settings it decides with
+// (--gpu-capacity=8) and returns the ConfigMap.
+func expectPublished(ctx context.Context) *corev1.ConfigMap {
+	By("the manager publishing the settings it decides with (--gpu-capacity=8)")
+	var cm corev1.ConfigMap
+	Eventually(func(g Gomega) {
+		g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: operatorNS, Name: observe.PublishedName}, &cm)).To(Succeed())
+		pub, err := observe.ParsePublished(cm.Data)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(pub.Settings.GPUCapacity).To(Equal(int32(8)))
+		g.Expect(pub.Settings.Preemption).To(Equal(observe.DefaultPreemption))
+	}).Should(Succeed())
+	return &cm
+}
+
 var _ = Describe("the operator's published settings", func() {
 	It("are written by the manager with its shipped role, and readable by every lab member, read-only", func(ctx SpecContext) {
-		By("the manager publishing the settings it decides with (--gpu-capacity=8)")
-		var cm corev1.ConfigMap
-		Eventually(func(g Gomega) {
-			g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: operatorNS, Name: observe.PublishedName}, &cm)).To(Succeed())
-			pub, err := observe.ParsePublished(cm.Data)
-			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(pub.Settings.GPUCapacity).To(Equal(int32(8)))
-			g.Expect(pub.Settings.Preemption).To(Equal(observe.DefaultPreemption))
-		}).Should(Succeed())
+		cm := expectPublished(ctx)
 
 		By("alice, a cvlab-user elsewhere, reading it with her own rights, and nothing else there")
 		var read corev1.ConfigMap

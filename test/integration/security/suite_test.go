@@ -133,6 +133,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	Eventually(built, 5*time.Minute).Should(Receive(BeNil()))
 	mgr = startManager()
 	DeferCleanup(func() { mgr.stop() })
+	// Before any job, pod or node exists: nothing asks the manager for a decision yet, and it
+	// still publishes its settings (it once published a zero value, "no GPUs", until a decision).
+	expectPublished(ctx)
 	waitForPolicies(ctx)
 }, NodeTimeout(10*time.Minute))
 
