@@ -132,29 +132,28 @@ func (l *Ledger) Measured(obs *Observation, samples map[types.UID]GPUSample) {
 	}
 	// Only a running pod is measured: before it runs (image pull, init containers) its GPUs are
 	// idle by necessity, and that is no reason to take them back.
-	holding := make(map[types.UID]string, len(obs.Views))
-	views := make(map[types.UID]*Job, len(obs.Views))
+	holding := make(map[types.UID]*Job, len(obs.Views)) // the view of each job that holds a running pod
 	for _, v := range obs.Views {
 		if v.Live != nil && !v.Evicted && !IsFinished(v.Cur) && v.Phase == cvlabv1alpha1.PhaseRunning {
-			holding[v.Job.UID] = v.Live.Name
-			views[v.Job.UID] = v
+			holding[v.Job.UID] = v
 		}
 	}
 	for uid, t := range l.Idle {
-		if pod, ok := holding[uid]; !ok || pod != t.Pod {
+		if v, ok := holding[uid]; !ok || v.Live.Name != t.Pod {
 			delete(l.Idle, uid)
 		}
 	}
 	for uid, s := range samples {
-		pod, ok := holding[uid]
+		v, ok := holding[uid]
 		if !ok {
 			continue
 		}
+		pod := v.Live.Name
 		t, known := l.Idle[uid]
 		if !known {
 			// After a restart or a change of leader, idleness goes on from what the status says
 			// (idleSince, the GPUIdle condition): neither a fresh idle period nor a second warning.
-			if st, ok := idleFromStatus(views[uid].Cur, obs.settings.Idle); ok && st.Pod == pod {
+			if st, ok := idleFromStatus(v.Cur, obs.settings.Idle); ok && st.Pod == pod {
 				t = st
 			}
 		}
@@ -189,7 +188,12 @@ func (obs *Observation) observeIdle(v *Job) {
 	if obs.settings.Idle.Stale(t, obs.now) {
 		stage = IdleActive // no recent data: never acted on (its GPUs may work again)
 	}
-	v.GPU = &JobIdle{IdleTrack: t, Stage: stage, Exempt: exempt, Settings: obs.settings.Idle}
+	if len(obs.gpus) == cap(obs.gpus) {
+		// A new chunk; the views that point into the last one keep it.
+		obs.gpus = make([]JobIdle, 0, max(16, 2*cap(obs.gpus)))
+	}
+	obs.gpus = append(obs.gpus, JobIdle{IdleTrack: t, Stage: stage, Exempt: exempt, Settings: obs.settings.Idle})
+	v.GPU = &obs.gpus[len(obs.gpus)-1]
 }
 
 // Stale tells whether t's last sample is too old to act on at now: older than three measuring

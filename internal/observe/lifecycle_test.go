@@ -583,6 +583,9 @@ func TestLifecycle(t *testing.T) {
 				Busy: map[string]int32{"n1": 2}, Wakeup: headDeadline},
 		},
 	}
+	// The last case's observation and order, whose memory the next case's second run reuses.
+	var prev *Observation
+	var prevOrder []queue.Entry
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			l := NewLedger()
@@ -601,6 +604,19 @@ func TestLifecycle(t *testing.T) {
 			if diff := cmp.Diff(tc.want, got, opts...); diff != "" {
 				t.Errorf("observe → decide mismatch (-want +got):\n%s", diff)
 			}
+
+			// Made again in the memory of another case's observation and order, as the simulator
+			// does (Input.Reuse, Snapshot.Reuse): the same outcome.
+			in := tc.input(l, now)
+			in.Reuse = prev
+			again := Observe(in)
+			againSnap := again.Snapshot(now)
+			againSnap.Reuse = prevOrder
+			againD := queue.Decide(againSnap)
+			if diff := cmp.Diff(got, summarize(again, againSnap, againD), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("with reused memory, the outcome differs (-fresh +reused):\n%s", diff)
+			}
+			prev, prevOrder = again, againD.Order
 		})
 	}
 }

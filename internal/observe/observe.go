@@ -38,6 +38,11 @@ type Input struct {
 	// job's own status).
 	Status func(*cvlabv1alpha1.CvlabJob) *cvlabv1alpha1.CvlabJobStatus
 	Now    time.Time
+	// Reuse is an earlier observation whose memory this one may take over (nil: none). Neither
+	// it, nor its snapshots, nor a decision made from them may be read afterwards: the
+	// simulator, which observes tens of thousands of times a month and keeps only the last
+	// observation, passes its last one; the operator, whose dashboard keeps observations, does not.
+	Reuse *Observation
 }
 
 // Cluster is the GPU capacity as observed at the start of a decision.
@@ -148,6 +153,20 @@ type Observation struct {
 	ledger   *Ledger
 	now      time.Time
 	byUID    map[types.UID]*cvlabv1alpha1.CvlabJob
+
+	// Memory kept for an observation that reuses this one (Input.Reuse): its views and pods by
+	// job, and its last snapshot's (snapped), which the next observation's first snapshot takes
+	// (spare).
+	views          []Job
+	gpus           []JobIdle // where the views' GPU point, filled in chunks
+	podsOf         map[types.UID][]*corev1.Pod
+	snapped, spare snapshotMemory
+}
+
+// snapshotMemory is a snapshot's memory, for reuse.
+type snapshotMemory struct {
+	jobs     []queue.Job
+	reserved map[string]string
 }
 
 // Observe reads the cluster into views.
@@ -155,13 +174,24 @@ func Observe(in Input) *Observation {
 	if in.Ledger == nil {
 		in.Ledger = NewLedger()
 	}
-	obs := &Observation{ByKey: make(map[string]*Job, len(in.Jobs)), settings: in.Settings, ledger: in.Ledger, now: in.Now,
-		byUID: make(map[types.UID]*cvlabv1alpha1.CvlabJob, len(in.Jobs))}
+	obs := in.Reuse
+	if obs == nil {
+		obs = &Observation{ByKey: make(map[string]*Job, len(in.Jobs)), byUID: make(map[types.UID]*cvlabv1alpha1.CvlabJob, len(in.Jobs)),
+			podsOf: map[types.UID][]*corev1.Pod{}}
+	} else {
+		clear(obs.ByKey)
+		clear(obs.byUID)
+		clear(obs.podsOf)
+		*obs = Observation{ByKey: obs.ByKey, byUID: obs.byUID, podsOf: obs.podsOf, views: obs.views, gpus: obs.gpus[:0],
+			spare: obs.snapped, Views: obs.Views[:0], ToDelete: obs.ToDelete[:0], Requeues: obs.Requeues[:0],
+			UnfinishedEvictions: obs.UnfinishedEvictions[:0], Wakeups: obs.Wakeups[:0]}
+	}
+	obs.settings, obs.ledger, obs.now = in.Settings, in.Ledger, in.Now
 	for _, j := range in.Jobs {
 		obs.byUID[j.UID] = j
 	}
 	obs.Cluster = ObserveNodes(in.Nodes, in.Settings.selector())
-	podsOf := map[types.UID][]*corev1.Pod{}
+	podsOf := obs.podsOf
 	for i := range in.Pods {
 		p := &in.Pods[i]
 		if uid, ok := JobOf(p); ok {
@@ -184,8 +214,11 @@ func Observe(in Input) *Observation {
 		}
 	}
 	// The views in one allocation: a decision observes every job.
-	obs.Views = make([]*Job, 0, len(in.Jobs))
-	views := make([]Job, len(in.Jobs))
+	if obs.views == nil || cap(obs.views) < len(in.Jobs) {
+		obs.views = make([]Job, len(in.Jobs))
+		obs.Views = make([]*Job, 0, len(in.Jobs))
+	}
+	views := obs.views[:len(in.Jobs)]
 	for i, j := range in.Jobs {
 		cur := &j.Status
 		if in.Status != nil {
@@ -269,7 +302,11 @@ func (c *Cluster) stopping(p *corev1.Pod) {
 // observeJob derives where a job stands from its status and pods.
 func (obs *Observation) observeJob(v *Job, job *cvlabv1alpha1.CvlabJob, cur *cvlabv1alpha1.CvlabJobStatus, pods []*corev1.Pod, now time.Time) *Job {
 	l := obs.ledger
-	*v = Job{Job: job, Cur: cur, key: job.Namespace + "/" + job.Name}
+	key := v.key // a reused view of the same job (Input.Reuse) keeps its key
+	if v.Job != job || key == "" {
+		key = job.Namespace + "/" + job.Name
+	}
+	*v = Job{Job: job, Cur: cur, key: key}
 	v.LastAdmission = v.Cur.Admissions
 
 	evictedPod, evicting := l.Evicted[job.UID]
@@ -437,8 +474,14 @@ func (obs *Observation) Snapshot(now time.Time) queue.Snapshot {
 	s := queue.Snapshot{
 		Now: now, MaxHeadWait: set.MaxHeadWait, Head: l.Head, HeadSince: l.HeadSince,
 		Preemption: set.Preemption, MinRuntime: set.MinRuntime, Capacity: set.GPUCapacity,
-		Reserved: map[string]string{},
-		Jobs:     make([]queue.Job, 0, len(obs.Views)),
+		Reserved: obs.spare.reserved,
+		Jobs:     obs.spare.jobs[:0],
+	}
+	obs.spare = snapshotMemory{} // a second snapshot of this observation has its own
+	if s.Reserved == nil {
+		s.Reserved = map[string]string{}
+	} else {
+		clear(s.Reserved)
 	}
 	if obs.Cluster.NodeAware {
 		s.Nodes = make([]queue.Node, 0, len(obs.Cluster.Nodes))
@@ -479,6 +522,7 @@ func (obs *Observation) Snapshot(now time.Time) queue.Snapshot {
 		}
 		s.Jobs = append(s.Jobs, j)
 	}
+	obs.snapped = snapshotMemory{jobs: s.Jobs, reserved: s.Reserved}
 	return s
 }
 

@@ -10,7 +10,7 @@ import (
 func Decide(s Snapshot) Decision {
 	b := getBuffers()
 	defer buffersPool.Put(b)
-	d := Decision{Order: order(s.Jobs, b)}
+	d := Decision{Order: order(s.Jobs, b, s.Reuse)}
 	for i := range s.Jobs {
 		if j := &s.Jobs[i]; j.GPUs <= 0 && j.State == Waiting {
 			d.AdmitCPU = append(d.AdmitCPU, j.Key)

@@ -44,12 +44,17 @@ func CompareGlobal(a, b *Entry) int {
 func Order(jobs []Job) []Entry {
 	b := getBuffers()
 	defer buffersPool.Put(b)
-	return order(jobs, b)
+	return order(jobs, b, nil)
 }
 
-// order is Order with its scratch slices taken from b.
-func order(jobs []Job, b *buffers) []Entry {
-	ids := make(map[string]int32, 64)
+// order is Order with its scratch slices taken from b, and the entries in reuse when it is
+// large enough.
+func order(jobs []Job, b *buffers, reuse []Entry) []Entry {
+	if b.ids == nil {
+		b.ids = make(map[string]int32, 64)
+	}
+	ids := b.ids
+	clear(ids)
 	var (
 		minPrio, maxPrio int32
 		t                timeCode
@@ -144,7 +149,13 @@ func order(jobs []Job, b *buffers) []Entry {
 			return cmp.Or(cmp.Compare(a.key, b.key), ja.Created.Compare(jb.Created), strings.Compare(ja.Key, jb.Key))
 		})
 	}
-	order, byRank := make([]Entry, n), resize(&b.byRank, n)
+	order, byRank := reuse[:0], resize(&b.byRank, n)
+	if reuse != nil && cap(order) >= n {
+		order = order[:n]
+		clear(order)
+	} else {
+		order = make([]Entry, n)
+	}
 	for r, g := range global {
 		// Field by field: a composite literal is built aside and copied in, with a bulk write
 		// barrier while the collector runs.
@@ -166,7 +177,8 @@ type buffers struct {
 	// from the jobs, which lie scattered in memory in rank order.
 	byRank      []jobFlags
 	keys, tmp   []packed
-	count       []int32 // radixSort's
+	count       []int32          // radixSort's
+	ids         map[string]int32 // user ids
 	first, last []int32
 	// Used by newPlacement.
 	claimOf []int32

@@ -196,6 +196,9 @@ type Snapshot struct {
 	MinRuntime time.Duration
 	// Reserved maps a waiting preemptor's key to the node whose GPUs its victims free for it.
 	Reserved map[string]string
+	// Reuse is memory Decide may use for the decision's Order: an earlier decision's Order
+	// that nobody reads any more (the simulator's); nil: it allocates.
+	Reuse []Entry
 }
 
 // Entry is one active GPU job in the global order.

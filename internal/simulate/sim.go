@@ -163,7 +163,10 @@ type sim struct {
 	jobBuf []*cvlabv1alpha1.CvlabJob
 	podBuf []corev1.Pod
 
+	// lastObs and lastOrder are the last decision's observation and order, whose memory the
+	// next decision reuses (observe.Input.Reuse, queue.Snapshot.Reuse).
 	lastObs   *observe.Observation
+	lastOrder []queue.Entry
 	wake      time.Time
 	measuring bool
 	nextTick  time.Time
@@ -638,8 +641,12 @@ func (s *sim) decide() bool {
 		}
 	}
 	s.jobBuf, s.podBuf = jobs, pods
-	obs := observe.Observe(observe.Input{Jobs: jobs, Pods: pods, Nodes: s.cfg.Nodes, Settings: s.cfg.Settings, Ledger: s.ledger, Now: s.now})
-	d := queue.Decide(obs.Snapshot(s.now))
+	obs := observe.Observe(observe.Input{Jobs: jobs, Pods: pods, Nodes: s.cfg.Nodes, Settings: s.cfg.Settings, Ledger: s.ledger, Now: s.now,
+		Reuse: s.lastObs}) // the last decision is done with
+	snap := obs.Snapshot(s.now)
+	snap.Reuse = s.lastOrder
+	d := queue.Decide(snap)
+	s.lastOrder = d.Order
 	s.ledger.Learn(obs)
 	s.ledger.Decided(obs, d, s.now)
 	changed := s.apply(obs, d)
