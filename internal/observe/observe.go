@@ -483,6 +483,9 @@ func (obs *Observation) Snapshot(now time.Time) queue.Snapshot {
 	} else {
 		clear(s.Reserved)
 	}
+	if s.Jobs == nil {
+		s.Jobs = make([]queue.Job, 0, len(obs.Views)) // in one allocation, as the reused memory is
+	}
 	if obs.Cluster.NodeAware {
 		s.Nodes = make([]queue.Node, 0, len(obs.Cluster.Nodes))
 		for _, n := range obs.Cluster.Nodes {
