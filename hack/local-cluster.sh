@@ -99,7 +99,7 @@ is_ours() { # a live (not zombie) process whose command line contains $LOCAL_DIR
   [ -r "/proc/$pid/cmdline" ] || return 1
   state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
   [ "$state" != Z ] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$LOCAL_DIR"
+  { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF -- "$LOCAL_DIR" # it may end meanwhile
 }
 
 start() { # start NAME CMD...: runs CMD in its own session, logs to $logs/NAME.log
